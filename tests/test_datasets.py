@@ -1,0 +1,76 @@
+"""ReIDFolder reads any Market-layout folder; CALRSynthetic generates the embedded set."""
+import os
+
+import pytest
+
+from calr_plugin import DataError
+from calr_plugin.data.datasets import ReIDFolder
+from calr_plugin.trainer import load_dataset
+from conftest import TINY_OPTS, shared_dataset
+
+
+def make_folder(root, names_by_split):
+    from PIL import Image
+
+    for split in ("bounding_box_train", "query", "bounding_box_test"):
+        os.makedirs(root / split, exist_ok=True)
+        for name in names_by_split.get(split, []):
+            Image.new("RGB", (8, 16)).save(root / split / name)
+    return str(root)
+
+
+@pytest.mark.parametrize("name, train, ids, query, gallery", [
+    ("cuhk01", 1940, 485, 972, 972),
+    ("pku_reid74", 992, 62, 24, 168),
+])
+def test_reads_the_real_sets_as_they_are(name, train, ids, query, gallery):
+    data = ReIDFolder(root="/nonexistent", folder=shared_dataset(name))
+    assert len(data.train) == train
+    assert len({pid for _, pid, _ in data.train}) == ids
+    assert {cam for _, _, cam in data.train} == {"reidfolder_0", "reidfolder_1"}
+    assert (len(data.query), len(data.gallery)) == (query, gallery)
+    assert {cam for _, _, cam in data.query} == {0, 1}
+
+
+def test_camera_numbers_from_zero_or_with_gaps_become_0_to_c(tmp_path):
+    folder = make_folder(tmp_path, {
+        "bounding_box_train": ["0001_c0s1_000001_00.jpg", "0001_c7s1_000002_00.jpg", "0002_c3_x.png"],
+        "query": ["0003_c0s1_000001_00.jpg"], "bounding_box_test": ["0003_c7s1_000001_00.jpg",
+                                                                  "-1_c3s1_000001_00.jpg"]})
+    data = ReIDFolder(root=str(tmp_path), folder=folder)
+    cams = {os.path.basename(p)[:9]: c for p, _, c in data.train}
+    assert cams == {"0001_c0s1": "reidfolder_0", "0001_c7s1": "reidfolder_2", "0002_c3_x": "reidfolder_1"}
+    assert [c for _, _, c in data.query] == [0] and [c for _, _, c in data.gallery] == [2]  # junk -1 dropped
+
+
+def test_malformed_file_name_names_the_file(tmp_path):
+    folder = make_folder(tmp_path, {"bounding_box_train": ["0001_c1s1_000001_00.jpg", "person7.jpg"],
+                                    "query": ["0002_c1_a.jpg"], "bounding_box_test": ["0002_c2_b.jpg"]})
+    with pytest.raises(DataError, match=r"person7\.jpg: file name does not match"):
+        ReIDFolder(root=str(tmp_path), folder=folder)
+
+
+def test_missing_split_and_missing_folder(tmp_path):
+    folder = make_folder(tmp_path, {"bounding_box_train": ["0001_c1s1_000001_00.jpg"],
+                                    "query": ["0002_c1_a.jpg"]})
+    os.rmdir(tmp_path / "bounding_box_test")
+    with pytest.raises(DataError, match="bounding_box_test/ is missing"):
+        ReIDFolder(root=str(tmp_path), folder=folder)
+    with pytest.raises(DataError, match="DATASETS.FOLDER 'nope' not found"):
+        ReIDFolder(root=str(tmp_path), folder="nope")
+
+
+def test_empty_split_is_an_error(tmp_path):
+    folder = make_folder(tmp_path, {"bounding_box_train": ["0001_c1s1_000001_00.jpg"], "query": ["0002_c1_a.jpg"]})
+    with pytest.raises(DataError, match="bounding_box_test: no images"):
+        ReIDFolder(root=str(tmp_path), folder=folder)
+
+
+def test_synthetic_set_through_the_config(tmp_path):
+    from calr_plugin import load_config
+
+    cfg = load_config("", ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False"] + TINY_OPTS)
+    data = load_dataset(cfg, "CALRSynthetic")
+    assert len(data.train) == 8 * 2 * 3
+    assert len({p for _, p, _ in data.train}) == 8
+    assert len(data.query) == 6 * 2 and len(data.gallery) == 6 * 2 * 2

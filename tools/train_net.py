@@ -1,0 +1,62 @@
+#!/usr/bin/env python
+"""Train or evaluate with calr-reid, FastReID style.
+
+    python tools/train_net.py --config-file configs/CALR/market_ibn.yml
+    python tools/train_net.py --config-file configs/CALR/market_ibn.yml --resume
+    python tools/train_net.py --config-file configs/CALR/market_ibn.yml --eval-only MODEL.WEIGHTS out/model_final.pth
+    python tools/train_net.py --config-file configs/CALR/market_ibn.yml --num-gpus 4
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import calr_plugin  # noqa: E402,F401  (applies the FastReID shims, registers our modules)
+from calr_plugin import CALRTrainer, CalrError, load_config, setup_run  # noqa: E402
+from fastreid.engine import default_argument_parser, launch  # noqa: E402
+from fastreid.utils.checkpoint import Checkpointer  # noqa: E402
+
+
+def setup(args):
+    cfg = load_config(args.config_file, args.opts, freeze=False)
+    if args.eval_only:
+        cfg.MODEL.BACKBONE.PRETRAIN = False
+    cfg.freeze()
+    setup_run(cfg, args)
+    return cfg
+
+
+def main(args):
+    try:
+        cfg = setup(args)
+        if args.eval_only:
+            model = CALRTrainer.build_model(cfg)
+            Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+            return CALRTrainer.test(cfg, model)
+        trainer = CALRTrainer(cfg)
+        trainer.resume_or_load(resume=args.resume)
+        return trainer.train()
+    except CalrError as e:
+        # One line instead of a traceback; in a spawned DDP worker the exit code stops
+        # the other ranks through mp.spawn.
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    try:
+        load_config(args.config_file, args.opts)  # fail fast, before spawning workers
+    except CalrError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    if args.eval_only and "MODEL.WEIGHTS" not in (args.opts or []):
+        print("error: --eval-only needs MODEL.WEIGHTS <checkpoint.pth>", file=sys.stderr)
+        sys.exit(2)
+    try:
+        launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
+               dist_url=args.dist_url, args=(args,))
+    except Exception as e:  # a spawned worker failed; it already printed its own error
+        if type(e).__name__ == "ProcessExitedException":
+            sys.exit(getattr(e, "exit_code", 1) or 1)
+        raise
