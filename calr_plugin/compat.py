@@ -14,12 +14,10 @@ without its shim).
 """
 import collections
 import collections.abc
-import logging
 import os
 import sys
 import types
 
-logger = logging.getLogger(__name__)
 
 SHIMS = {}
 _applied = []
@@ -303,3 +301,69 @@ def _preprocess_out_of_place():
         return (images.to(self.pixel_mean.device) - self.pixel_mean) / self.pixel_std
 
     Baseline.preprocess_image = preprocess_image
+
+
+@shim("printer_same_iteration")
+def _printer_same_iteration():
+    # CommonMetricPrinter estimates the ETA from the time since its last write divided by
+    # the iterations since then. Before IterationTimer has timed 3 iterations, two writes
+    # at the same iteration (PeriodicWriter writes after a step and again after the
+    # epoch) divide by zero: short epochs (tiny data, stage 1 of a small camera) crash.
+    from fastreid.utils.events import CommonMetricPrinter, get_event_storage
+
+    original = CommonMetricPrinter.write
+
+    def write(self):
+        last = getattr(self, "_last_write", None)
+        if last is not None and last[0] == get_event_storage().iter:
+            self._last_write = None  # no ETA estimate from a zero-iteration interval
+        return original(self)
+
+    CommonMetricPrinter.write = write
+
+
+@shim("writers_per_key")
+def _writers_per_key():
+    # JSONWriter and TensorboardXWriter remember one "last written iteration" for all
+    # scalars. EvalHook puts the test metrics after the last step of an epoch, at the
+    # iteration the writers have just written, so they are skipped: the final
+    # evaluation (and any that lands on a write) never reached metrics.json or
+    # TensorBoard. Track the last written iteration per scalar instead.
+    import json
+    from collections import defaultdict
+
+    from fastreid.utils.events import JSONWriter, TensorboardXWriter, get_event_storage
+
+    def unwritten(writer):
+        seen = writer.__dict__.setdefault("_written_per_key", {})
+        out = {}
+        for k, (v, it) in get_event_storage().latest_with_smoothing_hint(writer._window_size).items():
+            if it > seen.get(k, -1):
+                out[k] = (v, it)
+                seen[k] = it
+        return out
+
+    def json_write(self):
+        rows = defaultdict(dict)
+        for k, (v, it) in unwritten(self).items():
+            rows[it][k] = v
+        for it in sorted(rows):
+            self._file_handle.write(json.dumps(dict(rows[it], iteration=it), sort_keys=True) + "\n")
+        self._file_handle.flush()
+        os.fsync(self._file_handle.fileno())
+
+    tb_original = TensorboardXWriter.write
+
+    def tb_write(self):
+        for k, (v, it) in unwritten(self).items():
+            self._writer.add_scalar(k, v, it)
+        # FastReID's own write still handles images and histograms; no scalar is newer
+        # than this, so it adds none twice.
+        last, self._last_write = self._last_write, float("inf")
+        try:
+            tb_original(self)
+        finally:
+            self._last_write = last
+
+    JSONWriter.write = json_write
+    TensorboardXWriter.write = tb_write

@@ -40,6 +40,94 @@ def add_calr_config(cfg):
     _C.DATASETS.SYNTHETIC.HEIGHT = 128
     _C.DATASETS.SYNTHETIC.WIDTH = 64
     _C.DATASETS.SYNTHETIC.SEED = 0
+    # Scales every camera effect (colour cast, blur, background, geometry); 0 = only
+    # the viewpoint differs between cameras.
+    _C.DATASETS.SYNTHETIC.CAMERA_STRENGTH = 1.0
+
+    # channels_last memory format on CUDA (faster convolutions with AMP).
+    _C.SOLVER.CHANNELS_LAST = False
+
+    _C.CALR = CN()
+    # Stage-2 iterations per epoch (the authors: 400; Market 200). 0 = len(train) // batch.
+    _C.CALR.ITERS_PER_EPOCH = 400
+    # PK sampler over pseudo labels: "pk" (K random members per cluster) or
+    # "cross_camera" (the authors': an anchor, then members from other cameras first).
+    _C.CALR.SAMPLER = "pk"
+    # What to do with a training set of a single camera (nothing to refine or align):
+    # "error" or "baseline" (train the Baseline preset with a warning).
+    _C.CALR.SINGLE_CAMERA = "error"
+    # Log label quality against ground-truth ids (reporting only, never used to train).
+    _C.CALR.GT_METRICS = True
+
+    # Stage 1: one encoder per camera, intra-camera clustering (paper Sec. III-B).
+    _C.CALR.STAGE1 = CN()
+    _C.CALR.STAGE1.EPOCHS = 20
+    _C.CALR.STAGE1.ITERS = 100
+    _C.CALR.STAGE1.IMS_PER_BATCH = 64
+    _C.CALR.STAGE1.NUM_INSTANCE = 4
+    _C.CALR.STAGE1.BASE_LR = 0.00035
+    _C.CALR.STAGE1.K1 = 15
+    _C.CALR.STAGE1.K2 = 4
+    # Clusters per camera = round(N_c * CLUSTER_RATIO) (paper: N_c / 5); NUM_CLUSTERS > 0
+    # fixes the count instead (the authors' shipped Market/Duke labels: 600).
+    _C.CALR.STAGE1.CLUSTER_RATIO = 0.2
+    _C.CALR.STAGE1.NUM_CLUSTERS = 0
+    # Which clustering becomes the local labels: "final" epoch (paper) or best
+    # "silhouette" (authors' code).
+    _C.CALR.STAGE1.SELECT = "final"
+    # Existing stage-1 labels (.npz written by a previous run) to skip stage 1.
+    _C.CALR.STAGE1.LABELS = ""
+
+    # Stage 2, global clustering: kNN graph + Infomap (defaults: the authors' code).
+    _C.CALR.CLUSTER = CN()
+    _C.CALR.CLUSTER.K = 15  # neighbours, self included
+    _C.CALR.CLUSTER.MIN_SIM = 0.5
+    _C.CALR.CLUSTER.MIN_SIZE = 5  # smaller clusters become outliers
+    _C.CALR.CLUSTER.KNN = "exact"  # exact | hnsw | ivf
+    _C.CALR.CLUSTER.CAMERA_CENTRE = False  # beyond the paper: subtract each camera's mean
+    _C.CALR.CLUSTER.INFOMAP_TRIALS = 1
+
+    # Pivots (Eq. 4).
+    _C.CALR.PIVOT = CN()
+    # one_per_cluster_max (default: the highest-scoring member of each cluster, if above
+    # the mean) | all_above_mean (the paper, literally) | one_per_cluster_last (the code).
+    # The paper's reading lets pivots of different people discard each other; see
+    # docs/PRESETS.md for the measurement behind the default.
+    _C.CALR.PIVOT.RULE = "one_per_cluster_max"
+    _C.CALR.PIVOT.MEAN_DIST = "all_pairs"  # | knn (code)
+    _C.CALR.PIVOT.NEIGHBOURS = "topk"  # | edges (code)
+
+    # Refinement (Eq. 5) with self-paced decay of the discard probability p (Table IV).
+    _C.CALR.REFINE = CN()
+    _C.CALR.REFINE.ENABLED = True
+    _C.CALR.REFINE.MODE = "each"  # each (Alg. 1 literally) | union
+    _C.CALR.REFINE.DECAY = "cosine"  # none | linear | poly | exp | cosine
+    _C.CALR.REFINE.P_END = 0.75  # p at the last epoch; cosine + 0.75 = the authors' formula
+    _C.CALR.REFINE.DECAY_POWER = 2.0  # for "poly"
+
+    # Camera-entropy cluster weights (Eq. 6).
+    _C.CALR.WEIGHTING = CN()
+    _C.CALR.WEIGHTING.ENABLED = True
+    # Epochs trained unweighted first (paper silent; the authors: 5). Eq. 6 gives
+    # single-camera clusters weight 0, and early clusters are mostly single-camera.
+    _C.CALR.WEIGHTING.WARMUP_EPOCHS = 5
+
+    # Camera alignment (Eq. 7-9).
+    _C.CALR.ALIGN = CN()
+    _C.CALR.ALIGN.ENABLED = True
+    _C.CALR.ALIGN.BETA = 1.0
+    _C.CALR.ALIGN.LAMBDA = 1.0  # gradient reversal scale
+    _C.CALR.ALIGN.EPOCHS = 0  # > 0: beta only for the first EPOCHS epochs (the authors: 3)
+    _C.CALR.ALIGN.LOSS = "ce"  # ce (paper) | softmax_ce (the authors' double softmax)
+    _C.CALR.ALIGN.HEAD = "MLPDomainClassifier"
+    _C.CALR.ALIGN.HIDDEN_DIM = 100
+    _C.CALR.ALIGN.DROPOUT = 0.5
+    _C.CALR.ALIGN.NUM_CAMERAS = 0  # 0 = number of training cameras (set by the trainer)
+
+    # Cluster memory (Eq. 1-2).
+    _C.CALR.MEMORY = CN()
+    _C.CALR.MEMORY.TEMP = 0.1  # the authors' code: 0.05
+    _C.CALR.MEMORY.MOMENTUM = 0.2  # the authors' code: 0.1
     return cfg
 
 
@@ -154,6 +242,86 @@ def validate(cfg):
             need(bool(cfg.DATASETS.FOLDER), "DATASETS.FOLDER",
                  "the folder of a Market-layout dataset when DATASETS uses ReIDFolder")
     syn = cfg.DATASETS.SYNTHETIC
-    for key in ("NUM_TRAIN_IDS", "NUM_TEST_IDS", "IMAGES_PER_ID_PER_CAMERA", "HEIGHT", "WIDTH"):
+    for key in ("NUM_TRAIN_IDS", "NUM_TEST_IDS", "HEIGHT", "WIDTH"):
         need(syn[key] >= 1, f"DATASETS.SYNTHETIC.{key}", "an integer >= 1")
     need(syn.NUM_CAMERAS >= 2, "DATASETS.SYNTHETIC.NUM_CAMERAS", "an integer >= 2")
+    need(syn.IMAGES_PER_ID_PER_CAMERA >= 2, "DATASETS.SYNTHETIC.IMAGES_PER_ID_PER_CAMERA",
+         "an integer >= 2 (one query image plus gallery images)")
+    validate_calr(cfg)
+
+
+def validate_calr(cfg):
+    """Reject impossible CALR.* values at start-up, naming the key.
+
+    Raises:
+        ConfigError
+    """
+    from .domain_head import DOMAIN_HEAD_REGISTRY
+    from .labels.knn import KNN_METHODS
+    from .labels.pivots import MEAN_DIST_MODES, NEIGHBOUR_MODES, PIVOT_RULES
+    from .labels.refine import REFINE_MODES
+    from .labels.schedules import DECAY_KINDS
+
+    c = cfg.CALR
+
+    def need(cond, key, expected):
+        if not cond:
+            value = cfg
+            for part in key.split("."):
+                value = value[part]
+            raise ConfigError(f"{key} = {value!r}: expected {expected}")
+
+    def one_of(key, choices):
+        value = cfg
+        for part in key.split("."):
+            value = value[part]
+        need(value in choices, key, "one of " + ", ".join(choices))
+
+    one_of("CALR.SAMPLER", ("pk", "cross_camera"))
+    one_of("CALR.SINGLE_CAMERA", ("error", "baseline"))
+    need(c.ITERS_PER_EPOCH >= 0, "CALR.ITERS_PER_EPOCH", "an integer >= 0 (0 = len(train) // batch)")
+    s1 = c.STAGE1
+    for key in ("EPOCHS", "ITERS", "IMS_PER_BATCH", "NUM_INSTANCE"):
+        need(s1[key] >= 1, f"CALR.STAGE1.{key}", "an integer >= 1")
+    need(s1.IMS_PER_BATCH % s1.NUM_INSTANCE == 0, "CALR.STAGE1.IMS_PER_BATCH",
+         f"a multiple of CALR.STAGE1.NUM_INSTANCE ({s1.NUM_INSTANCE})")
+    need(s1.BASE_LR > 0, "CALR.STAGE1.BASE_LR", "a positive learning rate")
+    need(s1.K1 >= 2, "CALR.STAGE1.K1", "an integer >= 2")
+    need(1 <= s1.K2 <= s1.K1, "CALR.STAGE1.K2", f"an integer in [1, K1={s1.K1}]")
+    need(0 < s1.CLUSTER_RATIO <= 1, "CALR.STAGE1.CLUSTER_RATIO", "a fraction in (0, 1]")
+    need(s1.NUM_CLUSTERS >= 0, "CALR.STAGE1.NUM_CLUSTERS", "an integer >= 0 (0 = use CLUSTER_RATIO)")
+    one_of("CALR.STAGE1.SELECT", ("final", "silhouette"))
+    if s1.LABELS:
+        need(os.path.exists(s1.LABELS), "CALR.STAGE1.LABELS",
+             "an existing stage-1 labels file (local_labels.npz) or a folder of cam<k>/pseudo_label.npy")
+    cl = c.CLUSTER
+    need(cl.K >= 2, "CALR.CLUSTER.K", "an integer >= 2 (neighbours, self included)")
+    need(-1 <= cl.MIN_SIM <= 1, "CALR.CLUSTER.MIN_SIM", "a cosine similarity in [-1, 1]")
+    need(cl.MIN_SIZE >= 1, "CALR.CLUSTER.MIN_SIZE", "an integer >= 1")
+    one_of("CALR.CLUSTER.KNN", KNN_METHODS)
+    need(cl.INFOMAP_TRIALS >= 1, "CALR.CLUSTER.INFOMAP_TRIALS", "an integer >= 1")
+    one_of("CALR.PIVOT.RULE", PIVOT_RULES)
+    one_of("CALR.PIVOT.MEAN_DIST", MEAN_DIST_MODES)
+    one_of("CALR.PIVOT.NEIGHBOURS", NEIGHBOUR_MODES)
+    one_of("CALR.REFINE.MODE", REFINE_MODES)
+    one_of("CALR.REFINE.DECAY", DECAY_KINDS)
+    need(0 <= c.REFINE.P_END <= 1, "CALR.REFINE.P_END", "a probability in [0, 1]")
+    need(c.REFINE.DECAY_POWER > 0, "CALR.REFINE.DECAY_POWER", "a positive exponent")
+    need(c.WEIGHTING.WARMUP_EPOCHS >= 0, "CALR.WEIGHTING.WARMUP_EPOCHS", "an integer >= 0")
+    a = c.ALIGN
+    need(a.BETA >= 0, "CALR.ALIGN.BETA", "a weight >= 0")
+    need(a.LAMBDA >= 0, "CALR.ALIGN.LAMBDA", "a gradient reversal scale >= 0")
+    need(a.EPOCHS >= 0, "CALR.ALIGN.EPOCHS", "an integer >= 0 (0 = every epoch)")
+    one_of("CALR.ALIGN.LOSS", ("ce", "softmax_ce"))
+    one_of("CALR.ALIGN.HEAD", tuple(sorted(DOMAIN_HEAD_REGISTRY._obj_map)))
+    need(a.HIDDEN_DIM >= 1, "CALR.ALIGN.HIDDEN_DIM", "an integer >= 1")
+    need(0 <= a.DROPOUT < 1, "CALR.ALIGN.DROPOUT", "a probability in [0, 1)")
+    need(a.NUM_CAMERAS >= 0, "CALR.ALIGN.NUM_CAMERAS", "an integer >= 0 (0 = from the data)")
+    need(c.MEMORY.TEMP > 0, "CALR.MEMORY.TEMP", "a positive temperature")
+    need(0 <= c.MEMORY.MOMENTUM < 1, "CALR.MEMORY.MOMENTUM", "a momentum in [0, 1)")
+    if cfg.MODEL.META_ARCHITECTURE == "CALR":
+        need(cfg.MODEL.HEADS.CLS_LAYER == "Linear", "MODEL.HEADS.CLS_LAYER",
+             "Linear for CALR (the identity classifier is unused; margin layers need true ids)")
+        need(cfg.DATALOADER.NUM_INSTANCE >= 1, "DATALOADER.NUM_INSTANCE", "an integer >= 1")
+        need(cfg.SOLVER.IMS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCE == 0, "SOLVER.IMS_PER_BATCH",
+             f"a multiple of DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE})")

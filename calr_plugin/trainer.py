@@ -1,23 +1,33 @@
-"""CALRTrainer: FastReID's DefaultTrainer with calr-reid's datasets, seeding and loaders.
+"""CALRTrainer: FastReID's DefaultTrainer for CALR's two stages (and for Baseline).
 
-For ``MODEL.META_ARCHITECTURE Baseline`` it trains FastReID's supervised Baseline
-(used for the supervised upper bound). The CALR stages are added by the CALR meta
-architecture's hooks (see ``calr_plugin.hooks``).
+``MODEL.META_ARCHITECTURE CALR``: ``train()`` runs stage 1 (one encoder per camera,
+resumable camera by camera) unless refinement is off or ``CALR.STAGE1.LABELS`` points
+to saved labels, then stage 2, whose pseudo labels a hook rebuilds every epoch.
+``MODEL.META_ARCHITECTURE Baseline``: FastReID's supervised Baseline (used for the
+supervised upper bound), with the same loaders, seeding and step.
 """
 import logging
 import os
+import time
 
+import torch
 from fastreid.data import build_reid_test_loader, build_reid_train_loader
 from fastreid.data import build as data_build
 from fastreid.data.common import CommDataset
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.transforms import build_transforms
-from fastreid.engine import DefaultTrainer
+from fastreid.engine import DefaultTrainer, hooks
+from fastreid.engine.train_loop import SimpleTrainer, TrainerBase
 from fastreid.utils import comm
+from fastreid.utils.checkpoint import Checkpointer
+from fastreid.utils.logger import setup_logger
+from torch.nn.parallel import DistributedDataParallel
 
-from .data.datasets import dataset_kwargs
+from .data.datasets import TrainSet, dataset_kwargs
+from .errors import CalrError, DataError
+from .hooks import ResumeCheckpointer, Stage1LabelHook, Stage2LabelHook
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("fastreid." + __name__)  # shares FastReID's console and log.txt
 
 
 def dataset_root():
@@ -26,9 +36,19 @@ def dataset_root():
 
 
 def load_dataset(cfg, name):
-    """Instantiate a registered dataset with the keys our datasets read from the config."""
-    return DATASET_REGISTRY.get(name)(root=dataset_root(), combineall=cfg.DATASETS.COMBINEALL,
-                                      **dataset_kwargs(cfg))
+    """Instantiate a registered dataset with the keys our datasets read from the config.
+
+    Raises:
+        DataError: FastReID's own datasets report a missing folder as a RuntimeError.
+    """
+    try:
+        return DATASET_REGISTRY.get(name)(root=dataset_root(), combineall=cfg.DATASETS.COMBINEALL,
+                                          **dataset_kwargs(cfg))
+    except RuntimeError as e:
+        if "is not found" not in str(e):
+            raise
+        raise DataError(f"dataset {name}: {e}; put it under $FASTREID_DATASETS (now {dataset_root()!r}) "
+                        f"in FastReID's layout") from None
 
 
 def train_items(cfg):
@@ -42,9 +62,172 @@ def train_items(cfg):
     return items
 
 
+class TrainingDiverged(CalrError):
+    """The loss became NaN or infinite."""
+
+
+class StepRunner(SimpleTrainer):
+    """One training step: optional AMP (torch.amp) and channels_last, a finite-loss check.
+
+    Replaces FastReID's SimpleTrainer/AMPTrainer (whose AMP uses the deprecated
+    ``torch.cuda.amp`` and whose NaN check runs on rank 0 only, after backward).
+    """
+
+    def __init__(self, model, data_loader, optimizer, param_wrapper, amp=False, channels_last=False):
+        super().__init__(model, data_loader, optimizer, param_wrapper)
+        self.amp = amp
+        self.channels_last = channels_last
+        self.grad_scaler = torch.amp.GradScaler("cuda") if amp else None
+
+    def run_step(self):
+        assert self.model.training, "[StepRunner] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+        if self.channels_last:
+            data["images"] = data["images"].contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", enabled=self.amp):
+            loss_dict = self.model(data)
+        losses = sum(loss_dict.values())
+        if not torch.isfinite(losses):
+            terms = ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items())
+            raise TrainingDiverged(f"loss is {losses.item()} at iteration {self.iter} ({terms})")
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(losses).backward()
+        else:
+            losses.backward()
+        self._write_metrics(loss_dict, data_time)
+        if self.grad_scaler is not None:
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            self.optimizer.step()
+
+
 class CALRTrainer(DefaultTrainer):
-    """DefaultTrainer whose loaders know ``DATASETS.FOLDER``/``SYNTHETIC`` and
-    ``DATALOADER.NUM_WORKERS`` (FastReID's test loader hard-codes 4 workers)."""
+    """DefaultTrainer with calr-reid's datasets, loaders, step, seeding and the CALR stages.
+
+    Args:
+        cfg (CfgNode): a config from ``load_config``.
+        train_set (TrainSet | None): the images to train on (default: DATASETS.NAMES).
+        stage (int): 2 = the CALR run (stage 1 runs inside ``train()``); 1 = one
+            camera's stage-1 encoder (built by ``calr_plugin.stage1``).
+    """
+
+    def __init__(self, cfg, train_set=None, stage=2):
+        TrainerBase.__init__(self)
+        if not logging.getLogger("fastreid").isEnabledFor(logging.INFO):
+            setup_logger()
+        self.stage = stage
+        self.skip_epoch = False
+        self.is_calr = cfg.MODEL.META_ARCHITECTURE == "CALR"
+        if self.is_calr:
+            self.train_set = train_set or TrainSet(train_items(cfg))
+            cfg = self.auto_scale_calr(cfg, self.train_set)
+            data_loader = ()  # the label hook installs a loader before the first step
+            iters_per_epoch = cfg.CALR.ITERS_PER_EPOCH or max(1, len(self.train_set) // cfg.SOLVER.IMS_PER_BATCH)
+        else:
+            data_loader = self.build_train_loader(cfg)
+            cfg = self.auto_scale_hyperparams(cfg, data_loader.dataset.num_classes)
+            iters_per_epoch = max(1, len(data_loader.dataset) // cfg.SOLVER.IMS_PER_BATCH)
+        model = self.build_model(cfg)
+        cuda = cfg.MODEL.DEVICE.startswith("cuda")
+        channels_last = cfg.SOLVER.CHANNELS_LAST and cuda
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer, param_wrapper = self.build_optimizer(cfg, model)
+        if comm.get_world_size() > 1:
+            model = DistributedDataParallel(model, device_ids=[comm.get_local_rank()] if cuda else None,
+                                            broadcast_buffers=False)
+        self._trainer = StepRunner(model, data_loader, optimizer, param_wrapper,
+                                   amp=cfg.SOLVER.AMP.ENABLED and cuda, channels_last=channels_last)
+        self.iters_per_epoch = iters_per_epoch
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer, iters_per_epoch)
+        self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
+                                         optimizer=optimizer, **self.scheduler)
+        self.start_epoch = 0
+        self.max_epoch = cfg.SOLVER.MAX_EPOCH
+        self.max_iter = self.max_epoch * iters_per_epoch
+        self.warmup_iters = cfg.SOLVER.WARMUP_ITERS
+        self.delay_epochs = cfg.SOLVER.DELAY_EPOCHS
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @staticmethod
+    def auto_scale_calr(cfg, train_set):
+        """Fill in what CALR reads from the data: the number of cameras (never the ids).
+
+        The identity classifier of EmbeddingHead is unused by CALR: 1 class, not the
+        ground-truth count FastReID would put there.
+        """
+        cfg = cfg.clone()
+        cfg.defrost()
+        if cfg.MODEL.HEADS.NUM_CLASSES == 0:
+            cfg.MODEL.HEADS.NUM_CLASSES = 1
+        if cfg.CALR.ALIGN.NUM_CAMERAS == 0:
+            cfg.CALR.ALIGN.NUM_CAMERAS = train_set.num_cameras
+        if comm.is_main_process() and cfg.OUTPUT_DIR:
+            os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+            from .utils.atomic import atomic_write_text
+
+            atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
+        cfg.freeze()
+        return cfg
+
+    def build_hooks(self):
+        if not self.is_calr:
+            ret = super().build_hooks()
+        elif self.stage == 1:
+            ret = [Stage1LabelHook(self.cfg, self.train_set), hooks.IterationTimer(),
+                   hooks.LRScheduler(self.optimizer, self.scheduler)]
+            if comm.is_main_process():
+                ret.append(hooks.PeriodicWriter(self.build_writers(), self.iters_per_epoch))
+        else:
+            # Local labels are attached in train(): stage 1 runs there, resumably.
+            ret = [Stage2LabelHook(self.cfg, self.train_set, local_labels=None)]
+            ret += super().build_hooks()
+        if comm.is_main_process():
+            # After FastReID's PeriodicCheckpointer (so last_checkpoint names model_last),
+            # before the writers.
+            writer_at = next((i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)), len(ret))
+            ret.insert(writer_at, ResumeCheckpointer(self.checkpointer))
+        return ret
+
+    def run_step(self):
+        if self.skip_epoch:
+            return
+        super().run_step()
+
+    def resume_or_load(self, resume=True):
+        self.resume = resume  # stage 1 resumes camera by camera only when asked to
+        super().resume_or_load(resume=resume)
+        if resume and self.start_epoch > 0:
+            logger.info(f"resuming at epoch {self.start_epoch} of {self.max_epoch}")
+
+    def train(self):
+        if self.is_calr and self.stage == 2:
+            self._stage2_hook().local_labels = self._local_labels()
+        if self.stage == 1:
+            return TrainerBase.train(self, self.start_epoch, self.max_epoch, self.iters_per_epoch)
+        if self.start_epoch >= self.max_epoch:
+            logger.info("training already finished; evaluating the final model")
+            self._last_eval_results = self.test(self.cfg, self.model)
+            return self._last_eval_results
+        return super().train()
+
+    def _stage2_hook(self):
+        return next(h for h in self._hooks if isinstance(h, Stage2LabelHook))
+
+    def _local_labels(self):
+        """Stage-1 local labels: from CALR.STAGE1.LABELS, or by running (resuming) stage 1."""
+        if not self.cfg.CALR.REFINE.ENABLED:
+            return None
+        from .stage1 import load_local_labels, run_stage1
+
+        if self.cfg.CALR.STAGE1.LABELS:
+            return load_local_labels(self.cfg.CALR.STAGE1.LABELS, self.train_set)
+        return run_stage1(self.cfg, self.train_set, resume=getattr(self, "resume", False))
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -71,7 +254,6 @@ def setup_run(cfg, args):
     FastReID's samplers draw their shared seed from the seeded numpy RNG, so sampling,
     augmentation and training order repeat on CPU.
     """
-    import torch
     from fastreid.engine import default_setup
     from fastreid.utils.env import seed_all_rng
 
@@ -80,3 +262,6 @@ def setup_run(cfg, args):
         seed_all_rng(cfg.SEED + comm.get_rank())
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
+
+
+__all__ = ["CALRTrainer", "StepRunner", "TrainingDiverged", "setup_run", "load_dataset", "train_items"]

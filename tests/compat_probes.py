@@ -217,6 +217,40 @@ def probe_preprocess_out_of_place():
     assert torch.allclose(a, b), "second pass saw re-normalised images"
 
 
+def probe_printer_same_iteration():
+    """Two writes at one iteration before the timer warm-up must not divide by zero."""
+    import calr_plugin  # noqa: F401
+    from fastreid.utils.events import CommonMetricPrinter, EventStorage
+
+    printer = CommonMetricPrinter(max_iter=10)
+    with EventStorage(0) as storage:
+        storage.iter, storage.epoch = 1, 0
+        storage.put_scalar("total_loss", 1.0)
+        printer.write()
+        printer.write()
+
+
+def probe_writers_per_key():
+    """A metric put after a write at the same iteration (the final evaluation) is written."""
+    import json
+
+    import calr_plugin  # noqa: F401
+    from fastreid.utils.events import EventStorage, JSONWriter
+
+    path = os.path.join(tempfile.mkdtemp(), "metrics.json")
+    writer = JSONWriter(path)
+    with EventStorage(0) as storage:
+        storage.iter = 9
+        storage.put_scalar("total_loss", 1.0)
+        writer.write()  # PeriodicWriter after the last step
+        storage.put_scalar("mAP", 50.0)  # EvalHook after the epoch, same iteration
+        writer.write()
+    writer.close()
+    rows = [json.loads(line) for line in open(path)]
+    assert any("mAP" in r for r in rows), rows
+    assert sum("total_loss" in r for r in rows) == 1, rows
+
+
 PROBES = {name[len("probe_"):]: fn for name, fn in globals().items() if name.startswith("probe_")}
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ SHARED_DATA = os.path.join(os.path.dirname(REPO), "shared", "data")
 # A synthetic set of 8 train ids x 2 cameras x 3 images at 64x32 and a small R18:
 # one training step takes ~0.1 s on 2 cores.
 TINY_OPTS = [
+    "DATASETS.NAMES", '("CALRSynthetic",)', "DATASETS.TESTS", '("CALRSynthetic",)',
     "DATASETS.SYNTHETIC.NUM_TRAIN_IDS", "8", "DATASETS.SYNTHETIC.NUM_TEST_IDS", "6",
     "DATASETS.SYNTHETIC.NUM_CAMERAS", "2", "DATASETS.SYNTHETIC.IMAGES_PER_ID_PER_CAMERA", "3",
     "DATASETS.SYNTHETIC.HEIGHT", "64", "DATASETS.SYNTHETIC.WIDTH", "32",

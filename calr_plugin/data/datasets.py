@@ -11,12 +11,14 @@ import logging
 import os
 import re
 
+import numpy as np
+
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.datasets.bases import ImageDataset
 
 from ..errors import DataError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("fastreid." + __name__)  # shares FastReID's console and log.txt
 
 NAME_PATTERN = re.compile(r"^([-\d]+)_c(\d+)")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
@@ -136,3 +138,43 @@ def dataset_kwargs(cfg):
         "folder": cfg.DATASETS.FOLDER,
         "synthetic": {k: v for k, v in cfg.DATASETS.SYNTHETIC.items()},
     }
+
+
+class TrainSet:
+    """The training images CALR clusters, in a fixed order (sorted by path).
+
+    Attributes:
+        paths (list[str]): N image paths.
+        cams (ndarray): (N,) int64 camera index 0..C-1.
+        gt (ndarray | None): (N,) int64 ground-truth ids, for reporting label quality
+            only; training never reads them.
+    """
+
+    def __init__(self, items, keep_gt=True):
+        items = sorted(items, key=lambda it: it[0])
+        self.paths = [it[0] for it in items]
+        cam_names = sorted({it[2] for it in items})
+        cam_index = {c: i for i, c in enumerate(cam_names)}
+        self.cams = np.array([cam_index[it[2]] for it in items], dtype=np.int64)
+        if keep_gt:
+            pid_names = sorted({it[1] for it in items})
+            pid_index = {p: i for i, p in enumerate(pid_names)}
+            self.gt = np.array([pid_index[it[1]] for it in items], dtype=np.int64)
+        else:
+            self.gt = None
+
+    def __len__(self):
+        return len(self.paths)
+
+    @property
+    def num_cameras(self):
+        return int(self.cams.max(initial=-1)) + 1
+
+    def subset(self, mask):
+        """A TrainSet of the images where mask (N,) bool is true, order kept."""
+        out = TrainSet.__new__(TrainSet)
+        idx = np.flatnonzero(mask)
+        out.paths = [self.paths[i] for i in idx]
+        out.cams = self.cams[idx]
+        out.gt = None if self.gt is None else self.gt[idx]
+        return out

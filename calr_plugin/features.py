@@ -1,0 +1,56 @@
+"""Batched, eval-mode feature extraction of the training images, sharded over ranks.
+
+Shape shorthand: N images, D feature dims.
+
+Reuses FastReID's test pipeline: the test transform, ``InferenceSampler`` (each rank
+gets a contiguous shard) and ``inference_on_dataset`` (eval mode, no_grad). Shards are
+gathered in rank order, so every rank ends with the same (N, D) matrix in item order.
+"""
+import contextlib
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from fastreid.data import build_reid_test_loader
+from fastreid.data.common import CommDataset
+from fastreid.data.transforms import build_transforms
+from fastreid.evaluation import inference_on_dataset
+from fastreid.evaluation.evaluator import DatasetEvaluator
+from fastreid.utils import comm
+
+
+class _Collector(DatasetEvaluator):
+    def reset(self):
+        self.feats = []
+
+    def process(self, inputs, outputs):
+        self.feats.append(outputs.detach().float().cpu())
+
+    def evaluate(self):
+        local = torch.cat(self.feats) if self.feats else torch.zeros(0)
+        shards = comm.all_gather(local) if comm.get_world_size() > 1 else [local]
+        return torch.cat([s for s in shards if s.numel()])
+
+
+def extract_features(model, paths, cfg):
+    """L2-normalised eval features of images, identical on every rank.
+
+    Args:
+        model (nn.Module): the (possibly DDP-wrapped) model; returns (B, D) in eval mode.
+        paths (list[str]): N image paths.
+        cfg (CfgNode): for INPUT.SIZE_TEST, TEST.IMS_PER_BATCH, DATALOADER.NUM_WORKERS,
+            SOLVER.AMP.ENABLED.
+    Returns:
+        ndarray: (N, D) float32.
+    """
+    items = [(p, 0, 0) for p in paths]  # no identities: features only
+    dataset = CommDataset(items, build_transforms(cfg, is_train=False), relabel=False)
+    loader, _ = build_reid_test_loader(test_set=dataset, test_batch_size=cfg.TEST.IMS_PER_BATCH, num_query=0,
+                                       num_workers=cfg.DATALOADER.NUM_WORKERS)
+    amp = cfg.SOLVER.AMP.ENABLED and torch.cuda.is_available()
+    ctx = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
+    with ctx:
+        feats = inference_on_dataset(model, loader, _Collector())
+    if len(feats) != len(paths):
+        raise RuntimeError(f"extracted {len(feats)} features for {len(paths)} images")
+    return F.normalize(feats.float(), dim=1).numpy().astype(np.float32, copy=False)

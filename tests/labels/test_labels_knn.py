@@ -1,0 +1,110 @@
+"""kNN graph: exact search vs brute force, chunking, self-first layout, centring, recall."""
+import numpy as np
+import pytest
+
+from calr_plugin.labels import camera_centre, knn_recall, knn_search, l2_normalize
+
+
+def _unit(n, d, seed=0):
+    x = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def test_exact_knn_equals_numpy_brute_force():
+    x = _unit(300, 24)
+    sims, idx = knn_search(x, k=10, use_gpu=False)
+    full = x @ x.T
+    ref_idx = np.argsort(-full, axis=1, kind="stable")[:, :10]
+    assert sims.dtype == np.float32 and idx.dtype == np.int64 and sims.shape == (300, 10)
+    np.testing.assert_array_equal(idx, ref_idx)
+    np.testing.assert_allclose(sims, np.take_along_axis(full, ref_idx, axis=1), atol=1e-5)
+    assert (idx[:, 0] == np.arange(300)).all()
+    assert (np.diff(sims, axis=1) <= 1e-6).all()
+
+
+def test_unnormalised_input_is_normalised_and_not_modified():
+    x = _unit(50, 8) * 3.0
+    before = x.copy()
+    sims, _ = knn_search(x, k=5, use_gpu=False)
+    np.testing.assert_array_equal(x, before)
+    np.testing.assert_allclose(sims[:, 0], 1.0, atol=1e-5)
+
+
+def test_chunking_gives_identical_results():
+    x = _unit(257, 16, seed=1)
+    one = knn_search(x, k=7, chunk_size=10_000, use_gpu=False)
+    many = knn_search(x, k=7, chunk_size=13, use_gpu=False)
+    np.testing.assert_array_equal(one[0], many[0])
+    np.testing.assert_array_equal(one[1], many[1])
+
+
+def test_duplicates_keep_self_in_column_zero():
+    base = _unit(20, 8, seed=2)
+    x = np.concatenate([base, base[:5], base[:5]])  # rows 0-4 appear three times
+    sims, idx = knn_search(x, k=4, use_gpu=False)
+    assert (idx[:, 0] == np.arange(len(x))).all()
+    np.testing.assert_allclose(sims[:5, :3], 1.0, atol=1e-5)  # self + two duplicates
+    # the duplicates of row 0 are rows 20 and 25, in some order
+    assert set(idx[0, 1:3]) == {20, 25}
+
+
+def test_k_larger_than_n_is_clamped():
+    sims, idx = knn_search(_unit(4, 3), k=15, use_gpu=False)
+    assert idx.shape == (4, 4)
+    assert sorted(idx[2]) == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("method", ["hnsw", "ivf"])
+def test_approximate_methods_find_most_neighbours(method):
+    centres = _unit(40, 32, seed=3)
+    rng = np.random.default_rng(4)
+    x = centres[rng.integers(0, 40, 2000)] + 0.3 * rng.standard_normal((2000, 32)).astype(np.float32) / np.sqrt(32)
+    x = l2_normalize(x)
+    _, exact = knn_search(x, k=10, use_gpu=False)
+    _, approx = knn_search(x, k=10, method=method, seed=0)
+    assert (approx[:, 0] == np.arange(2000)).all()
+    assert knn_recall(approx, exact) > 0.9
+
+
+def test_ivf_is_deterministic_under_a_seed():
+    x = _unit(2000, 16, seed=5)
+    a = knn_search(x, k=5, method="ivf", seed=3)
+    b = knn_search(x, k=5, method="ivf", seed=3)
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_knn_recall_hand_example():
+    exact = np.array([[0, 1, 2], [1, 2, 3]])
+    approx = np.array([[0, 2, 5], [1, 3, 2]])
+    # row 0 finds {0, 2} of {0, 1, 2}; row 1 finds all three -> (2 + 3) / 6
+    assert knn_recall(approx, exact) == pytest.approx(5 / 6)
+
+
+def test_camera_centre_matches_definition():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((30, 5)).astype(np.float32)
+    cams = rng.integers(3, 6, 30)  # arbitrary camera ids
+    out = camera_centre(x, cams)
+    ref = x.astype(np.float64).copy()
+    for c in np.unique(cams):
+        ref[cams == c] -= x[cams == c].astype(np.float64).mean(axis=0)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    assert out.dtype == np.float32 and out is not x
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+
+
+def test_camera_centre_lets_cross_camera_pairs_match():
+    # Two people seen by two cameras whose offset dominates: without centring every
+    # nearest neighbour is from the same camera, after centring it is the same person.
+    rng = np.random.default_rng(7)
+    d = 64
+    people = rng.standard_normal((2, d))
+    offsets = 4.0 * rng.standard_normal((2, d))
+    pid = np.repeat([0, 1, 0, 1], 5)
+    cams = np.repeat([0, 0, 1, 1], 5)
+    x = (people[pid] + offsets[cams] + 0.1 * rng.standard_normal((20, d))).astype(np.float32)
+    _, raw = knn_search(x, k=20, use_gpu=False)
+    _, centred = knn_search(camera_centre(x, cams), k=20, use_gpu=False)
+    # rank of the first other-camera neighbour that is the same person
+    assert (cams[raw[:, 1:10]] == cams[:, None]).all()
+    assert (pid[centred[:, 1:10]] == pid[:, None]).all()
