@@ -131,6 +131,7 @@ def _cpu_dataloader():
         """DataLoaderX's interface (local_rank first, shutdown()) without CUDA."""
 
         def __init__(self, local_rank, **kwargs):
+            kwargs["pin_memory"] = False  # nothing to pin for: avoids a warning per loader
             super().__init__(**kwargs)
             self.local_rank = local_rank
 

@@ -30,6 +30,9 @@ def add_calr_config(cfg):
     # DATASETS.NAMES/TESTS ("ReIDFolder",). Absolute, or relative to the working
     # directory, or to $FASTREID_DATASETS.
     _C.DATASETS.FOLDER = ""
+    # Decode every image once at load: "skip" unreadable/truncated files with a warning,
+    # "strict" stop at the first one, "off" (FastReID: fail when first read in training).
+    _C.DATASETS.IMAGE_CHECK = "skip"
     # The embedded synthetic multi-camera set ("CALRSynthetic"), generated on first use
     # into $FASTREID_DATASETS/calr_synthetic/<hash of these values>.
     _C.DATASETS.SYNTHETIC = CN()
@@ -228,6 +231,8 @@ def validate(cfg):
              "MODEL.BACKBONE.PRETRAIN False)")
     if cfg.MODEL.WEIGHTS:
         need(os.path.isfile(cfg.MODEL.WEIGHTS), "MODEL.WEIGHTS", "an existing checkpoint file")
+    if cfg.DATASETS.IMAGE_CHECK not in ("skip", "strict", "off"):
+        raise ConfigError(f"DATASETS.IMAGE_CHECK = {cfg.DATASETS.IMAGE_CHECK!r}: expected one of skip, strict, off")
     from fastreid.data.datasets import DATASET_REGISTRY
 
     registered = sorted(DATASET_REGISTRY._obj_map)

@@ -7,6 +7,7 @@ gets a contiguous shard) and ``inference_on_dataset`` (eval mode, no_grad). Shar
 gathered in rank order, so every rank ends with the same (N, D) matrix in item order.
 """
 import contextlib
+import sys
 
 import numpy as np
 import torch
@@ -32,7 +33,24 @@ class _Collector(DatasetEvaluator):
         return torch.cat([s for s in shards if s.numel()])
 
 
-def extract_features(model, paths, cfg):
+class _Progress:
+    """A loader seen through a tqdm bar (main process, interactive terminal only; FastReID
+    logs plain "Inference done i/n" lines otherwise)."""
+
+    def __init__(self, loader, desc):
+        self.loader, self.desc, self.dataset = loader, desc, loader.dataset
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        from tqdm import tqdm
+
+        show = comm.is_main_process() and sys.stderr.isatty()
+        return iter(tqdm(self.loader, desc=self.desc, unit="batch", leave=False, disable=not show))
+
+
+def extract_features(model, paths, cfg, desc="features"):
     """L2-normalised eval features of images, identical on every rank.
 
     Args:
@@ -50,7 +68,7 @@ def extract_features(model, paths, cfg):
     amp = cfg.SOLVER.AMP.ENABLED and torch.cuda.is_available()
     ctx = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
     with ctx:
-        feats = inference_on_dataset(model, loader, _Collector())
+        feats = inference_on_dataset(model, _Progress(loader, desc), _Collector())
     if len(feats) != len(paths):
         raise RuntimeError(f"extracted {len(feats)} features for {len(paths)} images")
     return F.normalize(feats.float(), dim=1).numpy().astype(np.float32, copy=False)

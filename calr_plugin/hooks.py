@@ -206,6 +206,8 @@ class Stage2LabelHook(LabelHook):
             stats["calr/mean_cluster_size"] = float(sizes.mean())
             cams_per = [len(np.unique(self.train_set.cams[labels == k])) for k in range(len(sizes))]
             stats["calr/cameras_per_cluster"] = float(np.mean(cams_per))
+        if self.local_labels is not None and epoch == 0:
+            stats.update(self.quality("local", self.local_labels, within_camera=True))
         stats.update(self.quality("global", r.global_labels))
         stats.update(self.quality("refined", labels))
         logger.info(
@@ -260,6 +262,34 @@ class Stage1LabelHook(LabelHook):
         if "stage1/silhouette" in stats:
             stats = dict(stats, silhouette=np.array(stats["stage1/silhouette"]))
         super().save(epoch, labels, weights, stats)
+
+
+class ProgressBar(HookBase):
+    """A tqdm bar with ETA over each epoch's iterations, on the main process of an
+    interactive terminal; in logs (CI, files) FastReID's metric lines do this job."""
+
+    def __init__(self, desc):
+        self.desc = desc
+        self.bar = None
+
+    def before_epoch(self):
+        import sys
+
+        from tqdm import tqdm
+
+        t = self.trainer
+        if sys.stderr.isatty():
+            self.bar = tqdm(total=t.iters_per_epoch, desc=f"{self.desc} epoch {t.epoch + 1}/{t.max_epoch}",
+                            unit="it", leave=False)
+
+    def after_step(self):
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def after_epoch(self):
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 class ResumeCheckpointer(HookBase):

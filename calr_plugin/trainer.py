@@ -24,8 +24,9 @@ from fastreid.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from .data.datasets import TrainSet, dataset_kwargs
+from .data.images import check_items
 from .errors import CalrError, DataError
-from .hooks import ResumeCheckpointer, Stage1LabelHook, Stage2LabelHook
+from .hooks import ProgressBar, ResumeCheckpointer, Stage1LabelHook, Stage2LabelHook
 
 logger = logging.getLogger("fastreid." + __name__)  # shares FastReID's console and log.txt
 
@@ -42,13 +43,43 @@ def load_dataset(cfg, name):
         DataError: FastReID's own datasets report a missing folder as a RuntimeError.
     """
     try:
-        return DATASET_REGISTRY.get(name)(root=dataset_root(), combineall=cfg.DATASETS.COMBINEALL,
+        data = DATASET_REGISTRY.get(name)(root=dataset_root(), combineall=cfg.DATASETS.COMBINEALL,
                                           **dataset_kwargs(cfg))
     except RuntimeError as e:
         if "is not found" not in str(e):
             raise
         raise DataError(f"dataset {name}: {e}; put it under $FASTREID_DATASETS (now {dataset_root()!r}) "
                         f"in FastReID's layout") from None
+    for split in ("train", "query", "gallery"):
+        items = check_items(getattr(data, split), cfg.DATASETS.IMAGE_CHECK, f"{name} {split}")
+        if not items:
+            raise DataError(f"dataset {name}: the {split} split has no readable image")
+        setattr(data, "_" + split, items)
+    return data
+
+
+def check_test_split(name, query, gallery):
+    """FastReID's Market protocol needs, per query, a gallery image of the same id from
+    another camera (queries without one are left out of mAP/CMC; all of them missing is an
+    assertion deep inside FastReID) and at least 10 gallery images (it reports Rank-10).
+
+    Raises:
+        DataError: no query can be evaluated, or the gallery is too small.
+    """
+    if len(gallery) < 10:
+        raise DataError(f"dataset {name}: the gallery has {len(gallery)} images; FastReID's evaluation "
+                        f"needs at least 10 (it reports Rank-10)")
+    cams_of = {}
+    for _, pid, cam in gallery:
+        cams_of.setdefault(pid, set()).add(cam)
+    missing = [q for q in query if not (cams_of.get(q[1], set()) - {q[2]})]
+    if len(missing) == len(query):
+        raise DataError(f"dataset {name}: no query id appears in the gallery under another camera "
+                        f"(e.g. {os.path.basename(query[0][0])}); nothing can be evaluated")
+    if missing:
+        logger.warning(f"dataset {name}: {len(missing)} of {len(query)} queries have no gallery image of "
+                       f"their id from another camera (e.g. {os.path.basename(missing[0][0])}); "
+                       f"they are left out of mAP/CMC")
 
 
 def train_items(cfg):
@@ -124,6 +155,8 @@ class CALRTrainer(DefaultTrainer):
         self.is_calr = cfg.MODEL.META_ARCHITECTURE == "CALR"
         if self.is_calr:
             self.train_set = train_set or TrainSet(train_items(cfg))
+            if stage == 2 and self.train_set.num_cameras < 2:
+                cfg = self.single_camera(cfg)
             cfg = self.auto_scale_calr(cfg, self.train_set)
             data_loader = ()  # the label hook installs a loader before the first step
             iters_per_epoch = cfg.CALR.ITERS_PER_EPOCH or max(1, len(self.train_set) // cfg.SOLVER.IMS_PER_BATCH)
@@ -153,6 +186,25 @@ class CALRTrainer(DefaultTrainer):
         self.delay_epochs = cfg.SOLVER.DELAY_EPOCHS
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    @staticmethod
+    def single_camera(cfg):
+        """One training camera: nothing to refine across cameras or to align.
+
+        CALR.SINGLE_CAMERA "error" stops; "baseline" trains the Baseline preset instead.
+        """
+        if cfg.CALR.SINGLE_CAMERA == "error":
+            raise DataError("the training set has a single camera: CALR refines and aligns across cameras. "
+                            "Set CALR.SINGLE_CAMERA baseline to train the Baseline preset on it")
+        logger.warning("the training set has a single camera: training the Baseline preset "
+                       "(no stage 1, refinement, alignment or weighting), as CALR.SINGLE_CAMERA says")
+        cfg = cfg.clone()
+        cfg.defrost()
+        cfg.CALR.REFINE.ENABLED = False
+        cfg.CALR.ALIGN.ENABLED = False
+        cfg.CALR.WEIGHTING.ENABLED = False
+        cfg.freeze()
+        return cfg
 
     @staticmethod
     def auto_scale_calr(cfg, train_set):
@@ -188,6 +240,7 @@ class CALRTrainer(DefaultTrainer):
             ret = [Stage2LabelHook(self.cfg, self.train_set, local_labels=None)]
             ret += super().build_hooks()
         if comm.is_main_process():
+            ret.append(ProgressBar(f"stage {self.stage}" if self.is_calr else "train"))
             # After FastReID's PeriodicCheckpointer (so last_checkpoint names model_last),
             # before the writers.
             writer_at = next((i for i, h in enumerate(ret) if isinstance(h, hooks.PeriodicWriter)), len(ret))
@@ -197,7 +250,13 @@ class CALRTrainer(DefaultTrainer):
     def run_step(self):
         if self.skip_epoch:
             return
-        super().run_step()
+        try:
+            super().run_step()
+        except TrainingDiverged as e:
+            last = self.checkpointer.get_checkpoint_file() if self.checkpointer.has_checkpoint() else None
+            where = f"last good checkpoint: {last}" if last else "no checkpoint was saved yet"
+            raise TrainingDiverged(f"{e}, epoch {self.epoch}; training stopped ({where}); lower SOLVER.BASE_LR "
+                                   f"or check the data, then rerun with --resume") from None
 
     def resume_or_load(self, resume=True):
         self.resume = resume  # stage 1 resumes camera by camera only when asked to
@@ -238,6 +297,7 @@ class CALRTrainer(DefaultTrainer):
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
         data = load_dataset(cfg, dataset_name)
+        check_test_split(dataset_name, data.query, data.gallery)
         if comm.is_main_process():
             data.show_test()
         test_set = CommDataset(data.query + data.gallery, build_transforms(cfg, is_train=False),

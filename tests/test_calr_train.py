@@ -121,6 +121,15 @@ def test_two_process_ddp_keeps_identical_memory_labels_and_model(tmp_path):
         assert np.array_equal(r0[key], r1[key]), key
 
 
+def test_one_failing_rank_stops_the_other_instead_of_hanging(tmp_path):
+    t0 = time.time()
+    run = subprocess.run([sys.executable, os.path.join(REPO, "tests", "tiny_calr.py"), "ddp-fail", str(tmp_path)],
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode != 0 and "injected fault" in run.stderr
+    assert not (tmp_path / "rank1.npz").exists()
+    assert time.time() - t0 < 600
+
+
 def test_preciseBN_batches_do_not_touch_the_memory(tmp_path):
     cfg = calr_cfg(tmp_path)
     os.makedirs(tmp_path, exist_ok=True)
@@ -131,3 +140,61 @@ def test_preciseBN_batches_do_not_touch_the_memory(tmp_path):
     out = model({"images": torch.rand(4, 3, 64, 32) * 255, "targets": torch.full((4,), -1),
                  "camids": torch.zeros(4, dtype=torch.long)})
     assert out == {} and torch.equal(model.memory.memory, before)
+
+
+def test_ground_truth_ids_never_influence_training(tmp_path, monkeypatch):
+    """Permuting the ids (used only for label-quality reports) leaves training bit-identical."""
+    from fastreid.utils.env import seed_all_rng
+
+    from calr_plugin.data import datasets
+
+    def run(out):
+        seed_all_rng(5)
+        os.makedirs(out, exist_ok=True)
+        trainer = CALRTrainer(calr_cfg(out, "SOLVER.MAX_EPOCH", "2", "TEST.EVAL_PERIOD", "2"))
+        trainer.resume_or_load(resume=False)
+        trainer.train()
+        return {k: v.clone() for k, v in unwrap(trainer.model).state_dict().items()}, trainer
+
+    plain, t1 = run(tmp_path / "plain")
+    original_init = datasets.TrainSet.__init__
+
+    def permuted_init(self, items, keep_gt=True):
+        original_init(self, items, keep_gt)
+        if self.gt is not None:
+            self.gt = np.random.default_rng(0).permutation(self.gt.max() + 1)[self.gt][::-1].copy()
+
+    monkeypatch.setattr(datasets.TrainSet, "__init__", permuted_init)
+    permuted, t2 = run(tmp_path / "permuted")
+    assert not np.array_equal(t1.train_set.gt, t2.train_set.gt)  # the reports did see other ids
+    assert plain.keys() == permuted.keys()
+    assert all(torch.equal(plain[k], permuted[k]) for k in plain)
+    a = np.load(tmp_path / "plain" / "labels" / "epoch_001.npz")["labels"]
+    b = np.load(tmp_path / "permuted" / "labels" / "epoch_001.npz")["labels"]
+    assert np.array_equal(a, b)
+
+
+def test_analyze_writes_pictures_whose_values_match_metrics_json(reference_run):
+    import csv
+    import json
+
+    from PIL import Image
+
+    out, _ = reference_run
+    run = subprocess.run([sys.executable, os.path.join(REPO, "tools", "analyze.py"), str(out), "--tsne-points", "60"],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    a = out / "analysis"
+    for name in ("tsne.png", "quality.png", "curves.png", "ranked_lists.png"):
+        img = np.asarray(Image.open(a / name).convert("L"))
+        assert img.shape[0] > 100 and img.std() > 5, name  # a real picture, not a blank canvas
+    report = (a / "report.md").read_text()
+    assert "![t-SNE](tsne.png)" in report and "## Final evaluation" in report
+    rows = [json.loads(line) for line in open(out / "metrics.json")]
+    plotted = {}
+    for r in csv.DictReader(open(a / "curves.csv")):
+        plotted.setdefault(r["metric"], []).append(float(r["value"]))
+    for key in ("calr/discard_ratio", "calr/num_clusters", "mAP"):
+        logged = [r[key] for r in rows if key in r]
+        assert logged and plotted[key] == pytest.approx(logged), key
+    assert len(plotted["calr/num_clusters"]) == 3  # one point per stage-2 epoch

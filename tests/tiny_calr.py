@@ -23,7 +23,7 @@ def calr_cfg(output_dir, *opts, config="CALR/Base-CALR.yml"):
     return tiny_cfg(config, output_dir, *(CPU_CALR + list(opts)))
 
 
-def _ddp_main(out):
+def _ddp_main(out, fail_rank=None):
     import numpy as np
     import torch
     from fastreid.utils import comm
@@ -37,6 +37,18 @@ def _ddp_main(out):
 
     cfg = calr_cfg(out)
     setup_run(cfg, Args())
+    if fail_rank is not None and comm.get_rank() == fail_rank:
+        # A fault on one rank only, in the middle of stage 2's label step of epoch 1.
+        from calr_plugin import hooks
+
+        original = hooks.Stage2LabelHook.make_labels
+
+        def make_labels(self, feats, epoch):
+            if epoch == 1:
+                raise RuntimeError("injected fault")
+            return original(self, feats, epoch)
+
+        hooks.Stage2LabelHook.make_labels = make_labels
     trainer = CALRTrainer(cfg)
     trainer.resume_or_load(resume=False)
     trainer.train()
@@ -46,8 +58,9 @@ def _ddp_main(out):
              weights=model.memory.weights.numpy(), params=params.numpy())
 
 
-if __name__ == "__main__" and sys.argv[1] == "ddp":
+if __name__ == "__main__" and sys.argv[1].startswith("ddp"):
     import calr_plugin  # noqa: F401
     from fastreid.engine import launch
 
-    launch(_ddp_main, 2, dist_url="auto", args=(sys.argv[2],))
+    fail_rank = 0 if sys.argv[1] == "ddp-fail" else None  # rank 0 computes the labels
+    launch(_ddp_main, 2, dist_url="auto", args=(sys.argv[2], fail_rank))
