@@ -6,6 +6,7 @@ whole FastReID ``setup`` dance (defaults, our keys, file, command-line opts) and
 every mistake into a one-line ``ConfigError`` naming the file and the key.
 """
 import difflib
+import functools
 import os
 import re
 
@@ -71,7 +72,7 @@ def add_calr_config(cfg):
     _C.CALR.STAGE1.BASE_LR = 0.00035
     _C.CALR.STAGE1.K1 = 15
     _C.CALR.STAGE1.K2 = 4
-    # Clusters per camera = round(N_c * CLUSTER_RATIO) (paper: N_c / 5); NUM_CLUSTERS > 0
+    # Clusters per camera = floor(N_c * CLUSTER_RATIO) (paper: N_c / 5); NUM_CLUSTERS > 0
     # fixes the count instead (the authors' shipped Market/Duke labels: 600).
     _C.CALR.STAGE1.CLUSTER_RATIO = 0.2
     _C.CALR.STAGE1.NUM_CLUSTERS = 0
@@ -120,6 +121,9 @@ def add_calr_config(cfg):
     _C.CALR.ALIGN.ENABLED = True
     _C.CALR.ALIGN.BETA = 1.0
     _C.CALR.ALIGN.LAMBDA = 1.0  # gradient reversal scale
+    # "constant" (the authors' code) or "dann": lambda * (2 / (1 + exp(-10 e / E)) - 1),
+    # rising from 0 (Ganin & Lempitsky; commented out in the authors' code).
+    _C.CALR.ALIGN.LAMBDA_SCHEDULE = "constant"
     _C.CALR.ALIGN.EPOCHS = 0  # > 0: beta only for the first EPOCHS epochs (the authors: 3)
     _C.CALR.ALIGN.LOSS = "ce"  # ce (paper) | softmax_ce (the authors' double softmax)
     _C.CALR.ALIGN.HEAD = "MLPDomainClassifier"
@@ -196,6 +200,17 @@ def load_config(config_file="", opts=(), freeze=True):
     return cfg
 
 
+def _get(cfg, key):
+    for part in key.split("."):
+        cfg = cfg[part]
+    return cfg
+
+
+def _need(cfg, cond, key, expected):
+    if not cond:
+        raise ConfigError(f"{key} = {_get(cfg, key)!r}: expected {expected}")
+
+
 def validate(cfg):
     """Reject impossible values at start-up, naming the key.
 
@@ -204,12 +219,7 @@ def validate(cfg):
     """
     import torch
 
-    def need(cond, key, expected):
-        if not cond:
-            value = cfg
-            for part in key.split("."):
-                value = value[part]
-            raise ConfigError(f"{key} = {value!r}: expected {expected}")
+    need = functools.partial(_need, cfg)
 
     need(cfg.MODEL.DEVICE.startswith("cuda") is False or torch.cuda.is_available(), "MODEL.DEVICE",
          "'cpu' on a machine without CUDA (pass MODEL.DEVICE cpu)")
@@ -231,8 +241,7 @@ def validate(cfg):
              "MODEL.BACKBONE.PRETRAIN False)")
     if cfg.MODEL.WEIGHTS:
         need(os.path.isfile(cfg.MODEL.WEIGHTS), "MODEL.WEIGHTS", "an existing checkpoint file")
-    if cfg.DATASETS.IMAGE_CHECK not in ("skip", "strict", "off"):
-        raise ConfigError(f"DATASETS.IMAGE_CHECK = {cfg.DATASETS.IMAGE_CHECK!r}: expected one of skip, strict, off")
+    need(cfg.DATASETS.IMAGE_CHECK in ("skip", "strict", "off"), "DATASETS.IMAGE_CHECK", "one of skip, strict, off")
     from fastreid.data.datasets import DATASET_REGISTRY
 
     registered = sorted(DATASET_REGISTRY._obj_map)
@@ -268,19 +277,10 @@ def validate_calr(cfg):
     from .labels.schedules import DECAY_KINDS
 
     c = cfg.CALR
-
-    def need(cond, key, expected):
-        if not cond:
-            value = cfg
-            for part in key.split("."):
-                value = value[part]
-            raise ConfigError(f"{key} = {value!r}: expected {expected}")
+    need = functools.partial(_need, cfg)
 
     def one_of(key, choices):
-        value = cfg
-        for part in key.split("."):
-            value = value[part]
-        need(value in choices, key, "one of " + ", ".join(choices))
+        need(_get(cfg, key) in choices, key, "one of " + ", ".join(choices))
 
     one_of("CALR.SAMPLER", ("pk", "cross_camera"))
     one_of("CALR.SINGLE_CAMERA", ("error", "baseline"))
@@ -318,6 +318,7 @@ def validate_calr(cfg):
     need(a.LAMBDA >= 0, "CALR.ALIGN.LAMBDA", "a gradient reversal scale >= 0")
     need(a.EPOCHS >= 0, "CALR.ALIGN.EPOCHS", "an integer >= 0 (0 = every epoch)")
     one_of("CALR.ALIGN.LOSS", ("ce", "softmax_ce"))
+    one_of("CALR.ALIGN.LAMBDA_SCHEDULE", ("constant", "dann"))
     one_of("CALR.ALIGN.HEAD", tuple(sorted(DOMAIN_HEAD_REGISTRY._obj_map)))
     need(a.HIDDEN_DIM >= 1, "CALR.ALIGN.HIDDEN_DIM", "an integer >= 1")
     need(0 <= a.DROPOUT < 1, "CALR.ALIGN.DROPOUT", "a probability in [0, 1)")

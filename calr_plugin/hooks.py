@@ -195,6 +195,7 @@ class Stage2LabelHook(LabelHook):
             "calr/discard_ratio": r.discard_ratio,
             "calr/p": r.p,
             "calr/beta": self.beta(epoch),
+            "calr/grl_lambda": self.grl_lambda(epoch),
             "calr/kept_edge_fraction": r.kept_edge_fraction,
             "calr/num_pivots": int(r.pivots.sum()),
             "calr/label_seconds": r.timings.get("total", 0.0),
@@ -222,8 +223,17 @@ class Stage2LabelHook(LabelHook):
         a = self.cfg.CALR.ALIGN
         return a.BETA if a.ENABLED and (a.EPOCHS == 0 or epoch < a.EPOCHS) else 0.0
 
+    def grl_lambda(self, epoch):
+        """Gradient reversal scale of this epoch (Eq. 7), constant or DANN's ramp."""
+        a = self.cfg.CALR.ALIGN
+        if a.LAMBDA_SCHEDULE == "dann":
+            return a.LAMBDA * (2.0 / (1.0 + np.exp(-10.0 * epoch / self.cfg.SOLVER.MAX_EPOCH)) - 1.0)
+        return a.LAMBDA
+
     def start_epoch(self, payload, epoch):
-        unwrap(self.trainer.model).beta = self.beta(epoch)
+        model = unwrap(self.trainer.model)
+        model.beta = self.beta(epoch)
+        model.align_lambda = self.grl_lambda(epoch)
         super().start_epoch(payload, epoch)
 
 

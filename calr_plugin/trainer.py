@@ -25,7 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .data.datasets import TrainSet, dataset_kwargs
 from .data.images import check_items
-from .errors import CalrError, DataError
+from .errors import CalrError, ConfigError, DataError
 from .hooks import ProgressBar, ResumeCheckpointer, Stage1LabelHook, Stage2LabelHook
 
 logger = logging.getLogger("fastreid." + __name__)  # shares FastReID's console and log.txt
@@ -157,6 +157,11 @@ class CALRTrainer(DefaultTrainer):
             self.train_set = train_set or TrainSet(train_items(cfg))
             if stage == 2 and self.train_set.num_cameras < 2:
                 cfg = self.single_camera(cfg)
+            world = comm.get_world_size()
+            if (cfg.SOLVER.IMS_PER_BATCH // world) % cfg.DATALOADER.NUM_INSTANCE:
+                raise ConfigError(f"SOLVER.IMS_PER_BATCH = {cfg.SOLVER.IMS_PER_BATCH}: expected a multiple of "
+                                  f"{world} processes x DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE}), "
+                                  f"so that every process gets whole clusters")
             cfg = self.auto_scale_calr(cfg, self.train_set)
             data_loader = ()  # the label hook installs a loader before the first step
             iters_per_epoch = cfg.CALR.ITERS_PER_EPOCH or max(1, len(self.train_set) // cfg.SOLVER.IMS_PER_BATCH)

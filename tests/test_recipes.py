@@ -1,0 +1,41 @@
+"""The real-data CPU recipes run end to end on a few real images (the full runs are in docs/RESULTS.md)."""
+import glob
+import os
+
+import pytest
+
+from calr_plugin import CALRTrainer, load_config
+from conftest import REPO, shared_dataset
+
+RECIPES = ["cuhk01_mobilenetv2", "cuhk01_mobilenetv2_baseline", "cuhk01_mobilenetv2_supervised",
+           "pku_mobilenetv2", "pku_mobilenetv2_baseline", "pku_mobilenetv2_supervised"]
+
+
+def subset(src, dst, train_ids, test_ids):
+    """A few ids of a real set, as symlinks (the data never enters the repo)."""
+    for split, ids in (("bounding_box_train", train_ids), ("query", test_ids), ("bounding_box_test", test_ids)):
+        os.makedirs(os.path.join(dst, split))
+        files = sorted(glob.glob(os.path.join(src, split, "*.jpg")))
+        keep = sorted({os.path.basename(f)[:4] for f in files})[:ids]
+        for f in files:
+            if os.path.basename(f)[:4] in keep:
+                os.symlink(f, os.path.join(dst, split, os.path.basename(f)))
+    return dst
+
+
+@pytest.mark.parametrize("recipe", RECIPES)
+def test_recipe_runs_on_a_few_real_images(recipe, mobilenet_weights, tmp_path):
+    data = shared_dataset("cuhk01" if recipe.startswith("cuhk01") else "pku_reid74")
+    test_ids = 12 if recipe.startswith("cuhk01") else 3  # pku: 8 gallery images per id and camera
+    folder = subset(data, str(tmp_path / "data"), 8, test_ids)
+    cfg = load_config(os.path.join(REPO, "configs", "CALR", f"{recipe}.yml"), [
+        "DATASETS.FOLDER", folder, "MODEL.BACKBONE.PRETRAIN_PATH", mobilenet_weights, "OUTPUT_DIR", str(tmp_path / "out"),
+        "SOLVER.MAX_EPOCH", "2", "TEST.EVAL_PERIOD", "2", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "8",
+        "CALR.ITERS_PER_EPOCH", "2", "CALR.STAGE1.EPOCHS", "1", "CALR.STAGE1.ITERS", "2",
+        "CALR.STAGE1.IMS_PER_BATCH", "8", "INPUT.SIZE_TRAIN", "[64, 32]", "INPUT.SIZE_TEST", "[64, 32]"])
+    os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
+    trainer = CALRTrainer(cfg)
+    results = trainer.train()
+    assert 0 <= results["mAP"] <= 100
+    if cfg.MODEL.META_ARCHITECTURE == "CALR" and cfg.CALR.REFINE.ENABLED:
+        assert os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "stage1", "local_labels.npz"))
