@@ -143,7 +143,9 @@ def plot_tsne(feats, cams, labels, path, max_points=1500, seed=0):
     lab = labels[idx]
     out = lab < 0
     axes[1].scatter(xy[out, 0], xy[out, 1], s=6, c="lightgrey", label="outlier / discarded")
-    axes[1].scatter(xy[~out, 0], xy[~out, 1], s=8, c=lab[~out] % 20, cmap="tab20")
+    # tab20 without its two greys, which would read as "outlier".
+    palette = np.delete(plt.cm.tab20(np.arange(20)), [14, 15], axis=0)
+    axes[1].scatter(xy[~out, 0], xy[~out, 1], s=8, c=palette[lab[~out] % len(palette)])
     axes[1].set_title(f"By pseudo label ({len(np.unique(lab[~out]))} clusters)")
     axes[1].legend(fontsize=8, markerscale=2)
     for ax in axes:

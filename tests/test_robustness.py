@@ -130,3 +130,18 @@ def test_stage1_camera_smaller_than_a_batch(tmp_path):
     assert max(np.bincount(train_set.cams)) < 64
     labels = run_stage1(cfg, train_set)
     assert labels.shape == (len(train_set),) and labels.min() >= 0
+
+
+def test_a_single_giant_cluster_trains_without_nan(tmp_path, capfd):
+    # MIN_SIM -1 keeps every kNN edge: Infomap may put everything in one cluster.
+    cfg = calr_cfg(tmp_path, "CALR.REFINE.ENABLED", "False", "CALR.CLUSTER.MIN_SIM", "-1.0", "CALR.CLUSTER.K", "48",
+                   "SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "1")
+    os.makedirs(tmp_path, exist_ok=True)
+    trainer = CALRTrainer(cfg)
+    trainer.train()
+    losses = [v for v, _ in trainer.storage.history("total_loss").values()]
+    assert losses and np.isfinite(losses).all()
+    # fastreid's logger does not propagate to the root logger, so read what reached the terminal.
+    out, err = capfd.readouterr()
+    assert len(unwrap(trainer.model).memory.memory) == 1
+    assert "a single cluster" in out + err

@@ -4,8 +4,10 @@
     python tools/train_net.py --config-file configs/CALR/market_ibn.yml
     python tools/train_net.py --config-file configs/CALR/market_ibn.yml --resume
     python tools/train_net.py --config-file configs/CALR/market_ibn.yml --eval-only MODEL.WEIGHTS out/model_final.pth
+    python tools/train_net.py --config-file configs/CALR/market_ibn.yml --eval-only   # zero-shot (pretrained backbone)
     python tools/train_net.py --config-file configs/CALR/market_ibn.yml --num-gpus 4
 """
+import logging
 import os
 import sys
 
@@ -19,8 +21,8 @@ from fastreid.utils.checkpoint import Checkpointer  # noqa: E402
 
 def setup(args):
     cfg = load_config(args.config_file, args.opts, freeze=False)
-    if args.eval_only:
-        cfg.MODEL.BACKBONE.PRETRAIN = False
+    if args.eval_only and cfg.MODEL.WEIGHTS:
+        cfg.MODEL.BACKBONE.PRETRAIN = False  # the checkpoint holds every weight
     cfg.freeze()
     setup_run(cfg, args)
     return cfg
@@ -31,7 +33,11 @@ def main(args):
         cfg = setup(args)
         if args.eval_only:
             model = CALRTrainer.build_model(cfg)
-            Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+            if cfg.MODEL.WEIGHTS:
+                Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+            else:
+                logging.getLogger("fastreid").warning(
+                    "--eval-only without MODEL.WEIGHTS: evaluating the pretrained backbone (zero-shot)")
             return CALRTrainer.test(cfg, model)
         trainer = CALRTrainer(cfg)
         trainer.resume_or_load(resume=args.resume)
@@ -49,9 +55,6 @@ if __name__ == "__main__":
         load_config(args.config_file, args.opts)  # fail fast, before spawning workers
     except CalrError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    if args.eval_only and "MODEL.WEIGHTS" not in (args.opts or []):
-        print("error: --eval-only needs MODEL.WEIGHTS <checkpoint.pth>", file=sys.stderr)
         sys.exit(2)
     try:
         launch(main, args.num_gpus, num_machines=args.num_machines, machine_rank=args.machine_rank,
