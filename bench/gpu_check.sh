@@ -12,8 +12,8 @@ PY=${PY:-.venv/bin/python}
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 "$PY" -c "import torch, faiss; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'faiss GPUs', faiss.get_num_gpus())"
 echo "== throughput: fp32 =="
-"$PY" bench/train_throughput.py --device cuda --backbone r50-ibn --size 256 128 --batch 256 --iters 20 --warmup 5
+"$PY" bench/train_throughput.py --device cuda --backbone r50-ibn --size 256 128 --batch 256 --iters 20 --warmup 5 --rounds 2
 echo "== throughput: AMP + channels_last =="
-"$PY" bench/train_throughput.py --device cuda --backbone r50-ibn --size 256 128 --batch 256 --iters 20 --warmup 5 --amp --channels-last
+"$PY" bench/train_throughput.py --device cuda --backbone r50-ibn --size 256 128 --batch 256 --iters 20 --warmup 5 --rounds 2 --amp --channels-last
 echo "== label step, MSMT17 size, GPU faiss if available =="
 "$PY" bench/label_step.py --n 32621 --d 2048 --cams 15 --ids 1041

@@ -208,13 +208,19 @@ def table(rows, floor=None):
     return "\n".join(out)
 
 
-def parent_stage2(args, w, opts):
+def write_inputs(args, w):
+    """Writes the synthetic features, cameras, ids and fake local labels to w; returns the
+    feature matrix's size in MiB (the children load them, so the parent drops its copy)."""
     x, cams, ids = make_features(args.n, args.d, args.cams, args.ids, args.seed)
     for name, arr in (("x", x), ("cams", cams), ("ids", ids), ("local", fake_local_labels(ids, cams, args.seed))):
         np.save(w / f"{name}.npy", arr)
     feat_mib = x.nbytes / 2**20
-    del x
     print(f"features ({args.n}, {args.d}) float32 = {feat_mib:.0f} MiB", flush=True)
+    return feat_mib
+
+
+def parent_stage2(args, w, opts):
+    feat_mib = write_inputs(args, w)
     steps = [("kNN floor: exact faiss search alone", "knn_floor")]
     if args.knn_method != "exact":
         steps.append((f"kNN {args.knn_method}", "knn"))
@@ -249,12 +255,7 @@ def parent_stage2(args, w, opts):
 
 
 def parent_scale(args, w, opts):
-    x, cams, ids = make_features(args.n, args.d, args.cams, args.ids, args.seed)
-    for name, arr in (("x", x), ("cams", cams), ("ids", ids), ("local", fake_local_labels(ids, cams, args.seed))):
-        np.save(w / f"{name}.npy", arr)
-    feat_mib = x.nbytes / 2**20
-    del x
-    print(f"features ({args.n}, {args.d}) float32 = {feat_mib:.0f} MiB", flush=True)
+    feat_mib = write_inputs(args, w)
     opts["save_from"] = "knn"
     steps = [(f"kNN {args.knn_method} alone", "knn"),
              (f"exact kNN of {args.recall_queries} sample queries (recall reference)", "recall"),

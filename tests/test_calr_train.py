@@ -95,6 +95,13 @@ def test_eval_only_reproduces_the_training_end_metrics(reference_run):
                         capture_output=True, text=True, timeout=600)
     assert ev.returncode == 0, ev.stderr[-3000:]
     assert _last_table_row(ev.stdout + ev.stderr) == trained
+    # eval_results.json (for scripts) holds the same numbers as the training's last evaluation.
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    from compare_runs import final_metrics
+
+    a, b = final_metrics(out), final_metrics(out / "eval")
+    assert a.keys() == b.keys() == {"mAP", "Rank-1", "Rank-5", "Rank-10"}
+    assert all(abs(a[k] - b[k]) < 1e-4 for k in a)
 
 
 def test_calr_checkpoint_loads_into_a_plain_baseline_with_identical_features(reference_run, tmp_path):

@@ -39,3 +39,23 @@ def test_recipe_runs_on_a_few_real_images(recipe, mobilenet_weights, tmp_path):
     assert 0 <= results["mAP"] <= 100
     if cfg.MODEL.META_ARCHITECTURE == "CALR" and cfg.CALR.REFINE.ENABLED:
         assert os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "stage1", "local_labels.npz"))
+
+
+def test_results_bench_rows_apply_the_preset_they_name():
+    import sys
+
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    from real_data import command, preset_opts
+
+    # The paper preset departs from our defaults in exactly these keys (docs/PRESETS.md).
+    assert preset_opts("paper") == ["CALR.PIVOT.RULE", "all_above_mean", "CALR.WEIGHTING.WARMUP_EPOCHS", "0"]
+    official = preset_opts("official")
+    assert official[official.index("CALR.REFINE.DECAY") + 1] == "none"
+    assert not any(k.startswith("CALR.STAGE1.") for k in official[::2])  # stage 1 is shared
+    cmd = command("cuhk01", "calr_official", 1, "output/real/cuhk01/calr_official_s1")
+    opts = cmd[cmd.index("--resume") + 1:]
+    cfg = load_config(os.path.join(REPO, "configs", "CALR", "cuhk01_mobilenetv2.yml"), opts)
+    assert cfg.CALR.MEMORY.TEMP == 0.05 and cfg.CALR.PIVOT.RULE == "one_per_cluster_last"
+    assert cfg.CALR.STAGE1.LABELS == "output/real/cuhk01/calr_s1/stage1/local_labels.npz"
+    assert cfg.INPUT.SIZE_TRAIN == [128, 64]  # the recipe's regime stays
+    assert "--resume" not in command("cuhk01", "zero_shot", 1, "x") and "--eval-only" in command("pku", "zero_shot", 1, "x")

@@ -14,8 +14,13 @@ KEYS = ("mAP", "Rank-1", "Rank-5", "Rank-10")
 
 
 def final_metrics(output_dir):
-    """The last evaluation logged in OUTPUT_DIR/metrics.json (keys mAP, Rank-1, ...)."""
+    """The last evaluation logged in OUTPUT_DIR/metrics.json (keys mAP, Rank-1, ...), or the
+    eval_results.json that `train_net.py --eval-only` writes."""
     path = os.path.join(output_dir, "metrics.json")
+    evaluated = os.path.join(output_dir, "eval_results.json")
+    if not os.path.isfile(path) and os.path.isfile(evaluated):
+        with open(evaluated) as f:
+            return {k: v for k, v in json.load(f).items() if k in KEYS}
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no metrics.json (has this run finished?)")
     last = None

@@ -7,6 +7,7 @@
     python tools/train_net.py --config-file configs/CALR/market_ibn.yml --eval-only   # zero-shot (pretrained backbone)
     python tools/train_net.py --config-file configs/CALR/market_ibn.yml --num-gpus 4
 """
+import json
 import logging
 import os
 import sys
@@ -15,7 +16,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import calr_plugin  # noqa: E402,F401  (applies the FastReID shims, registers our modules)
 from calr_plugin import CALRTrainer, CalrError, load_config, setup_run  # noqa: E402
+from calr_plugin.utils.atomic import atomic_write_text  # noqa: E402
 from fastreid.engine import default_argument_parser, launch  # noqa: E402
+from fastreid.utils import comm  # noqa: E402
 from fastreid.utils.checkpoint import Checkpointer  # noqa: E402
 
 
@@ -38,7 +41,12 @@ def main(args):
             else:
                 logging.getLogger("fastreid").warning(
                     "--eval-only without MODEL.WEIGHTS: evaluating the pretrained backbone (zero-shot)")
-            return CALRTrainer.test(cfg, model)
+            results = CALRTrainer.test(cfg, model)
+            if comm.is_main_process():
+                # For scripts (tools/compare_runs.py, bench/real_data.py): eval-only writes no metrics.json.
+                atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"),
+                                  json.dumps(results, default=float, indent=1))
+            return results
         trainer = CALRTrainer(cfg)
         trainer.resume_or_load(resume=args.resume)
         return trainer.train()

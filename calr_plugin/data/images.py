@@ -62,5 +62,5 @@ def check_items(items, mode, what):
         for path, problem in bad[:10]:
             logger.warning(f"{what}: skipping unreadable image {path} ({problem})")
         logger.warning(f"{what}: skipped {len(bad)} unreadable image(s) of {len(items)}"
-                       + (f" (first 10 listed)" if len(bad) > 10 else ""))
+                       + (" (first 10 listed)" if len(bad) > 10 else ""))
     return [it for it, p in zip(items, problems) if not p]

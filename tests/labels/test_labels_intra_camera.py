@@ -18,10 +18,7 @@ def _clustered(n, d, n_centres, noise, seed):
 @pytest.mark.parametrize("k1,k2", [(15, 4), (20, 6), (15, 1)])
 def test_sparse_jaccard_equals_fastreid(k1, k2):
     torch = pytest.importorskip("torch")
-    try:
-        import calr_plugin.compat  # noqa: F401  (FastReID shims, if the plugin provides them)
-    except ImportError:
-        pass
+    import calr_plugin  # noqa: F401  (the FastReID shims, before fastreid is imported)
     compute_dist = pytest.importorskip("fastreid.utils.compute_dist")
     feats = _clustered(200, 64, 20, 0.7, seed=k1 + k2)
     ref = compute_dist.compute_jaccard_distance(torch.from_numpy(feats), k1=k1, k2=k2, search_option=3)

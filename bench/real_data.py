@@ -1,0 +1,182 @@
+#!/usr/bin/env python
+"""The real-data results of docs/RESULTS.md: runs each row's training, then prints the tables.
+
+    python bench/real_data.py cuhk01 [--seeds 1 2 3] [--rows zero_shot baseline calr ...]
+    python bench/real_data.py pku --rows zero_shot baseline calr supervised
+
+Every row is one `tools/train_net.py` command (printed, with its wall time) on the recipe
+configs/CALR/<set>_mobilenetv2*.yml. Outputs go to output/real/<set>/<row>_s<seed>/; a row
+whose folder holds a finished run (wall.json) is read, not rerun, so an interrupted bench
+resumes where it stopped. Ablation and preset rows use seed 1's stage-1 labels
+(CALR.STAGE1.LABELS), so they differ from the CALR row in stage 2 only.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+from compare_runs import final_metrics  # noqa: E402
+
+# row -> (recipe suffix, extra opts, needs seed-1 stage-1 labels, title)
+ROWS = {
+    "zero_shot": ("", ["--eval-only"], False, "zero-shot ImageNet features"),
+    "baseline": ("_baseline", [], False, "Baseline preset (refinement, alignment, weighting off)"),
+    "calr": ("", [], False, "CALR (our defaults)"),
+    "supervised": ("_supervised", [], False, "supervised upper bound (true ids)"),
+    "calr_paper": ("", ["@paper"], True, "CALR paper preset (Base-CALR-paper.yml)"),
+    "calr_official": ("", ["@official"], True, "CALR official-code preset (stage-2 keys of Base-CALR-official.yml)"),
+    "refine_only": ("", ["CALR.ALIGN.ENABLED", "False", "CALR.WEIGHTING.ENABLED", "False"], True,
+                    "refinement only"),
+    "align_only": ("", ["CALR.REFINE.ENABLED", "False", "CALR.WEIGHTING.ENABLED", "False"], False,
+                   "alignment only"),
+    "decay_none": ("", ["CALR.REFINE.DECAY", "none"], True, "CALR, decay none (p = 1)"),
+    "decay_linear": ("", ["CALR.REFINE.DECAY", "linear"], True, "CALR, decay linear"),
+    "decay_exp": ("", ["CALR.REFINE.DECAY", "exp"], True, "CALR, decay exp"),
+}
+SEEDED = ("baseline", "calr")  # the headline rows, run for every seed
+
+
+def preset_opts(name):
+    """The keys where configs/CALR/Base-CALR-<name>.yml departs from Base-CALR.yml, as opts.
+
+    Stage-1 keys are left out: preset rows reuse seed 1's stage-1 labels.
+    """
+    from calr_plugin import add_calr_config
+    from fastreid.config import get_cfg
+
+    def read(path):  # unvalidated: these bases name CUDA, which this machine may lack
+        cfg = get_cfg()
+        add_calr_config(cfg)
+        cfg.merge_from_file(os.path.join(ROOT, "configs/CALR", path))
+        return cfg
+
+    base, preset = read("Base-CALR.yml"), read(f"Base-CALR-{name}.yml")
+    opts = []
+
+    def walk(a, b, prefix):
+        for key in b:
+            name_ = prefix + key
+            if hasattr(b[key], "keys"):
+                walk(a[key], b[key], name_ + ".")
+            elif a[key] != b[key] and not name_.startswith("CALR.STAGE1."):
+                opts.extend([name_, str(b[key])])
+
+    walk(base, preset, "")
+    return opts
+
+
+def command(dataset, row, seed, out):
+    suffix, extra, needs_stage1, _ = ROWS[row]
+    cmd = [sys.executable, "tools/train_net.py", "--config-file", f"configs/CALR/{dataset}_mobilenetv2{suffix}.yml"]
+    opts = []
+    if "--eval-only" not in extra:
+        cmd.append("--resume")  # a row killed half-way goes on from its last checkpoint
+    for item in extra:
+        if item == "--eval-only":
+            cmd.append(item)
+        elif item.startswith("@"):
+            opts += preset_opts(item[1:])
+        else:
+            opts.append(item)
+    if needs_stage1:
+        opts += ["CALR.STAGE1.LABELS", os.path.join(os.path.dirname(out), "calr_s1", "stage1", "local_labels.npz")]
+    return cmd + opts + ["SEED", str(seed), "OUTPUT_DIR", out]
+
+
+def run_row(dataset, row, seed):
+    """Run (or read) one row; returns its record: command, wall seconds, final metrics."""
+    out = os.path.join("output", "real", dataset, f"{row}_s{seed}")
+    done = os.path.join(out, "wall.json")
+    if os.path.isfile(done):
+        with open(done) as f:
+            return json.load(f)
+    cmd = command(dataset, row, seed, out)
+    print("$ " + " ".join(cmd), flush=True)
+    os.makedirs(out, exist_ok=True)
+    t0 = time.time()
+    with open(os.path.join(out, "stdout.log"), "w") as log:
+        rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+    if rc != 0:
+        raise SystemExit(f"real_data.py: {row} seed {seed} failed (exit {rc}); see {out}/stdout.log")
+    record = {"command": " ".join(cmd[1:]), "seconds": time.time() - t0, "metrics": final_metrics(out)}
+    tmp = done + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f)
+    os.replace(tmp, done)
+    return record
+
+
+def label_quality(out):
+    """Global/local/refined label quality at the first and last stage-2 epoch, from metrics.json."""
+    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
+    rows = [r for r in rows if "global/precision" in r]
+    local = next((r for r in rows if "local/precision" in r), None)
+    table = []
+    for tag, r in (("first", rows[0]), ("last", rows[-1])):
+        for kind in ("global", "local", "refined"):
+            src = local if kind == "local" else r
+            if src is None or f"{kind}/precision" not in src:
+                continue
+            table.append((tag, kind, src[f"{kind}/precision"], src[f"{kind}/recall"], src[f"{kind}/fscore"],
+                          src[f"{kind}/expansion"], src[f"{kind}/clustered_fraction"],
+                          r.get("calr/discard_ratio", float("nan")) if kind == "refined" else float("nan")))
+    return table, [(r["iteration"], r["global/precision"], r.get("refined/precision")) for r in rows]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("dataset", choices=("cuhk01", "pku"))
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    args = p.parse_args(argv)
+    if "calr" not in args.rows and any(ROWS[r][2] for r in args.rows):
+        args.rows = ["calr"] + args.rows  # the ablations need seed 1's stage-1 labels
+    results = {}
+    for row in args.rows:
+        for seed in (args.seeds if row in SEEDED else [args.seeds[0]]):
+            results[(row, seed)] = run_row(args.dataset, row, seed)
+
+    print("\n| row | seeds | mAP | Rank-1 | Rank-5 | Rank-10 | wall (min, per run) |")
+    print("|---|---|---|---|---|---|---|")
+    for row in args.rows:
+        recs = [results[k] for k in results if k[0] == row]
+        cells = []
+        for key in ("mAP", "Rank-1", "Rank-5", "Rank-10"):
+            v = np.array([r["metrics"][key] for r in recs])
+            cells.append(f"{v.mean():.2f} +- {v.std():.2f}" if len(v) > 1 else f"{v[0]:.2f}")
+        per_seed = " / ".join(f"{r['metrics']['mAP']:.2f}" for r in recs)
+        wall = np.mean([r["seconds"] for r in recs]) / 60
+        seeds = ",".join(str(k[1]) for k in results if k[0] == row)
+        print(f"| {ROWS[row][3]} | {seeds} | " + " | ".join(cells) + f" | {wall:.1f} |"
+              + (f" <!-- mAP per seed {per_seed} -->" if len(recs) > 1 else ""))
+
+    print("\nCommands:")
+    for (row, seed), r in results.items():
+        print(f"  {row} seed {seed}: python {r['command']}")
+
+    for seed in args.seeds:
+        out = os.path.join("output", "real", args.dataset, f"calr_s{seed}")
+        if ("calr", seed) not in results:
+            continue
+        table, per_epoch = label_quality(out)
+        print(f"\nLabel quality, CALR seed {seed} (pairwise precision / recall / F, expansion, clustered, discard):")
+        print("| epoch | labels | precision | recall | F | expansion | clustered | discarded |")
+        print("|---|---|---|---|---|---|---|---|")
+        for tag, kind, *v in table:
+            print(f"| {tag} | {kind} | " + " | ".join("-" if np.isnan(x) else f"{x:.3f}" for x in v) + " |")
+        above = all(ref is not None and ref > glob for _, glob, ref in per_epoch)
+        print(f"refined precision above global at every epoch: {above} "
+              f"({', '.join(f'{g:.3f}->{r:.3f}' for _, g, r in per_epoch)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
