@@ -209,3 +209,14 @@ def test_analyze_writes_pictures_whose_values_match_metrics_json(reference_run):
         logged = [r[key] for r in rows if key in r]
         assert logged and plotted[key] == pytest.approx(logged), key
     assert len(plotted["calr/num_clusters"]) == 3  # one point per stage-2 epoch
+
+
+def test_eval_only_without_weights_evaluates_the_initial_model_and_says_so(tmp_path):
+    out = tmp_path / "zero_shot"
+    run = train_net(out, "--eval-only")
+    assert "randomly initialised model (MODEL.BACKBONE.PRETRAIN is False)" in run.stdout + run.stderr
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    from compare_runs import final_metrics
+
+    metrics = final_metrics(out)
+    assert 0 <= metrics["mAP"] <= 100 and not (out / "model_final.pth").exists()

@@ -40,7 +40,9 @@ def main(args):
                 Checkpointer(model).load(cfg.MODEL.WEIGHTS)
             else:
                 logging.getLogger("fastreid").warning(
-                    "--eval-only without MODEL.WEIGHTS: evaluating the pretrained backbone (zero-shot)")
+                    "--eval-only without MODEL.WEIGHTS: evaluating "
+                    + ("the pretrained backbone (zero-shot)" if cfg.MODEL.BACKBONE.PRETRAIN
+                       else "a randomly initialised model (MODEL.BACKBONE.PRETRAIN is False)"))
             results = CALRTrainer.test(cfg, model)
             if comm.is_main_process():
                 # For scripts (tools/compare_runs.py, bench/real_data.py): eval-only writes no metrics.json.
