@@ -119,15 +119,12 @@ def label_quality(out):
     rows = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
     rows = [r for r in rows if "global/precision" in r]
     local = next((r for r in rows if "local/precision" in r), None)
-    table = []
-    for tag, r in (("first", rows[0]), ("last", rows[-1])):
-        for kind in ("global", "local", "refined"):
-            src = local if kind == "local" else r
-            if src is None or f"{kind}/precision" not in src:
-                continue
-            table.append((tag, kind, src[f"{kind}/precision"], src[f"{kind}/recall"], src[f"{kind}/fscore"],
-                          src[f"{kind}/expansion"], src[f"{kind}/clustered_fraction"],
-                          r.get("calr/discard_ratio", float("nan")) if kind == "refined" else float("nan")))
+    # Local (stage-1) labels are fixed through stage 2: one row, not one per epoch.
+    entries = [("-", "local", local)] if local else []
+    entries += [(tag, kind, r) for tag, r in (("first", rows[0]), ("last", rows[-1])) for kind in ("global", "refined")]
+    table = [(tag, kind, r[f"{kind}/precision"], r[f"{kind}/recall"], r[f"{kind}/fscore"], r[f"{kind}/expansion"],
+              r[f"{kind}/clustered_fraction"], r.get("calr/discard_ratio", float("nan")) if kind == "refined"
+              else float("nan")) for tag, kind, r in entries]
     return table, [(r["iteration"], r["global/precision"], r.get("refined/precision")) for r in rows]
 
 
