@@ -7,8 +7,9 @@
 Every row is one `tools/train_net.py` command (printed, with its wall time) on the recipe
 configs/CALR/<set>_mobilenetv2*.yml. Outputs go to output/real/<set>/<row>_s<seed>/; a row
 whose folder holds a finished run (wall.json) is read, not rerun, so an interrupted bench
-resumes where it stopped. Ablation and preset rows use seed 1's stage-1 labels
-(CALR.STAGE1.LABELS), so they differ from the CALR row in stage 2 only.
+resumes where it stopped. Ablation and preset rows of seed s use the stage-1 labels of the
+CALR row of seed s (CALR.STAGE1.LABELS), so they differ from that row in stage 2 only.
+Only the headline rows run every seed given, unless --every-seed.
 """
 import argparse
 import json
@@ -40,6 +41,12 @@ ROWS = {
     "decay_none": ("", ["CALR.REFINE.DECAY", "none"], True, "CALR, decay none (p = 1)"),
     "decay_linear": ("", ["CALR.REFINE.DECAY", "linear"], True, "CALR, decay linear"),
     "decay_exp": ("", ["CALR.REFINE.DECAY", "exp"], True, "CALR, decay exp"),
+    "decay_poly": ("", ["CALR.REFINE.DECAY", "poly"], True, "CALR, decay poly"),
+    # Tuning rows: the settings the zero-shot label sweep favours, end to end.
+    "min_sim_05": ("", ["CALR.CLUSTER.MIN_SIM", "0.5"], True, "CALR, MIN_SIM 0.5"),
+    "p_end_05": ("", ["CALR.REFINE.P_END", "0.5"], True, "CALR, cosine decay to P_END 0.5"),
+    "p_end_0": ("", ["CALR.REFINE.P_END", "0.0"], True, "CALR, cosine decay to P_END 0"),
+    "k4_min_sim_05": ("", ["CALR.CLUSTER.K", "4", "CALR.CLUSTER.MIN_SIM", "0.5"], True, "CALR, k 4, MIN_SIM 0.5"),
 }
 SEEDED = ("baseline", "calr")  # the headline rows, run for every seed
 
@@ -47,7 +54,7 @@ SEEDED = ("baseline", "calr")  # the headline rows, run for every seed
 def preset_opts(name):
     """The keys where configs/CALR/Base-CALR-<name>.yml departs from Base-CALR.yml, as opts.
 
-    Stage-1 keys are left out: preset rows reuse seed 1's stage-1 labels.
+    Stage-1 keys are left out: preset rows reuse the CALR row's stage-1 labels.
     """
     from calr_plugin import add_calr_config
     from fastreid.config import get_cfg
@@ -87,7 +94,7 @@ def command(dataset, row, seed, out):
         else:
             opts.append(item)
     if needs_stage1:
-        opts += ["CALR.STAGE1.LABELS", os.path.join(os.path.dirname(out), "calr_s1", "stage1", "local_labels.npz")]
+        opts += ["CALR.STAGE1.LABELS", os.path.join(os.path.dirname(out), f"calr_s{seed}", "stage1", "local_labels.npz")]
     return cmd + opts + ["SEED", str(seed), "OUTPUT_DIR", out]
 
 
@@ -133,12 +140,13 @@ def main(argv=None):
     p.add_argument("dataset", choices=("cuhk01", "pku"))
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
+    p.add_argument("--every-seed", action="store_true", help="run every seed for every row, not only the headline")
     args = p.parse_args(argv)
     if "calr" not in args.rows and any(ROWS[r][2] for r in args.rows):
-        args.rows = ["calr"] + args.rows  # the ablations need seed 1's stage-1 labels
+        args.rows = ["calr"] + args.rows  # the ablations need the CALR row's stage-1 labels
     results = {}
     for row in args.rows:
-        for seed in (args.seeds if row in SEEDED else [args.seeds[0]]):
+        for seed in (args.seeds if row in SEEDED or args.every_seed else [args.seeds[0]]):
             results[(row, seed)] = run_row(args.dataset, row, seed)
 
     print("\n| row | seeds | mAP | Rank-1 | Rank-5 | Rank-10 | wall (min, per run) |")
@@ -154,6 +162,15 @@ def main(argv=None):
         seeds = ",".join(str(k[1]) for k in results if k[0] == row)
         print(f"| {ROWS[row][3]} | {seeds} | " + " | ".join(cells) + f" | {wall:.1f} |"
               + (f" <!-- mAP per seed {per_seed} -->" if len(recs) > 1 else ""))
+
+    # Rows sharing the CALR row's stage-1 labels differ from it in stage 2 only: compare per seed.
+    for row in args.rows:
+        pairs = [(r["metrics"]["mAP"], results[("calr", k[1])]["metrics"]["mAP"]) for k, r in results.items()
+                 if k[0] == row and ROWS[row][2] and ("calr", k[1]) in results]
+        if len(pairs) > 1:
+            d = np.array([a - b for a, b in pairs])
+            print(f"{row} minus CALR, same stage-1 labels: {d.mean():+.2f} +- {d.std():.2f} mAP "
+                  f"({' / '.join(f'{x:+.2f}' for x in d)})")
 
     print("\nCommands:")
     for (row, seed), r in results.items():

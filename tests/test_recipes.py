@@ -64,4 +64,7 @@ def test_results_bench_rows_apply_the_preset_they_name(tmp_path, monkeypatch):
     assert cfg.CALR.MEMORY.TEMP == 0.05 and cfg.CALR.PIVOT.RULE == "one_per_cluster_last"
     assert cfg.CALR.STAGE1.LABELS == "output/real/cuhk01/calr_s1/stage1/local_labels.npz"
     assert cfg.INPUT.SIZE_TRAIN == [128, 64]  # the recipe's regime stays
+    # An ablation of seed s differs from the CALR row of seed s in stage 2 only.
+    assert "output/real/cuhk01/calr_s2/stage1/local_labels.npz" in command(
+        "cuhk01", "decay_none", 2, "output/real/cuhk01/decay_none_s2")
     assert "--resume" not in command("cuhk01", "zero_shot", 1, "x") and "--eval-only" in command("pku", "zero_shot", 1, "x")
