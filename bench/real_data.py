@@ -42,10 +42,10 @@ ROWS = {
     "decay_linear": ("", ["CALR.REFINE.DECAY", "linear"], True, "CALR, decay linear"),
     "decay_exp": ("", ["CALR.REFINE.DECAY", "exp"], True, "CALR, decay exp"),
     "decay_poly": ("", ["CALR.REFINE.DECAY", "poly"], True, "CALR, decay poly"),
-    # Tuning rows: the settings the zero-shot label sweep favours, end to end.
-    "min_sim_05": ("", ["CALR.CLUSTER.MIN_SIM", "0.5"], True, "CALR, MIN_SIM 0.5"),
     "p_end_05": ("", ["CALR.REFINE.P_END", "0.5"], True, "CALR, cosine decay to P_END 0.5"),
     "p_end_0": ("", ["CALR.REFINE.P_END", "0.0"], True, "CALR, cosine decay to P_END 0"),
+    # Tuning rows: the settings the zero-shot label sweep favours, end to end.
+    "min_sim_05": ("", ["CALR.CLUSTER.MIN_SIM", "0.5"], True, "CALR, MIN_SIM 0.5"),
     "k4_min_sim_05": ("", ["CALR.CLUSTER.K", "4", "CALR.CLUSTER.MIN_SIM", "0.5"], True, "CALR, k 4, MIN_SIM 0.5"),
 }
 SEEDED = ("baseline", "calr")  # the headline rows, run for every seed
