@@ -46,6 +46,8 @@ ROWS = {
     "p_end_0": ("", ["CALR.REFINE.P_END", "0.0"], True, "CALR, cosine decay to P_END 0"),
     # Tuning rows: the settings the zero-shot label sweep favours, end to end.
     "min_sim_05": ("", ["CALR.CLUSTER.MIN_SIM", "0.5"], True, "CALR, MIN_SIM 0.5"),
+    "temp_005": ("", ["CALR.MEMORY.TEMP", "0.05"], True, "CALR, temperature 0.05"),
+    "lr_7e-4": ("", ["SOLVER.BASE_LR", "0.0007"], True, "CALR, lr 7e-4"),
     "k4_min_sim_05": ("", ["CALR.CLUSTER.K", "4", "CALR.CLUSTER.MIN_SIM", "0.5"], True, "CALR, k 4, MIN_SIM 0.5"),
 }
 SEEDED = ("baseline", "calr")  # the headline rows, run for every seed
