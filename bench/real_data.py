@@ -58,14 +58,10 @@ def preset_opts(name):
 
     Stage-1 keys are left out: preset rows reuse the CALR row's stage-1 labels.
     """
-    from calr_plugin import add_calr_config
-    from fastreid.config import get_cfg
+    from calr_plugin import load_config
 
-    def read(path):  # unvalidated: these bases name CUDA, which this machine may lack
-        cfg = get_cfg()
-        add_calr_config(cfg)
-        cfg.merge_from_file(os.path.join(ROOT, "configs/CALR", path))
-        return cfg
+    def read(path):  # unchecked: these bases name CUDA, which this machine may lack
+        return load_config(os.path.join(ROOT, "configs/CALR", path), check=False)
 
     base, preset = read("Base-CALR.yml"), read(f"Base-CALR-{name}.yml")
     opts = []
@@ -125,8 +121,9 @@ def run_row(dataset, row, seed):
 
 def label_quality(out):
     """Global/local/refined label quality at the first and last stage-2 epoch, from metrics.json."""
-    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
-    rows = [r for r in rows if "global/precision" in r]
+    from calr_plugin.analysis import read_metrics
+
+    rows = [r for r in read_metrics(out) if "global/precision" in r]
     local = next((r for r in rows if "local/precision" in r), None)
     # Local (stage-1) labels are fixed through stage 2: one row, not one per epoch.
     entries = [("-", "local", local)] if local else []

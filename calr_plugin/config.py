@@ -164,15 +164,17 @@ def _yacs_error(cfg, where, err):
     return ConfigError(f"{where}: {msg}")
 
 
-def load_config(config_file="", opts=(), freeze=True):
+def load_config(config_file="", opts=(), freeze=True, check=True):
     """FastReID config with calr-reid keys, merged from a file and ``KEY VALUE`` opts.
 
     Args:
         config_file (str): a yacs yml (``_BASE_`` supported); "" for defaults only.
         opts (list[str]): command-line overrides, alternating keys and values.
         freeze (bool): freeze the returned config.
+        check (bool): run ``validate``; False only merges (to read a config written for
+            another machine, e.g. one naming CUDA or files that are not here).
     Returns:
-        CfgNode: the validated config.
+        CfgNode: the merged config, validated if ``check``.
     Raises:
         ConfigError: a missing file, unknown key, wrong type or impossible value.
     """
@@ -194,7 +196,8 @@ def load_config(config_file="", opts=(), freeze=True):
         cfg.merge_from_list(opts)
     except (KeyError, ValueError, AssertionError) as e:
         raise _yacs_error(cfg, "command line", e) from None
-    validate(cfg)
+    if check:
+        validate(cfg)
     if freeze:
         cfg.freeze()
     return cfg

@@ -42,6 +42,12 @@ def test_wrong_type_and_impossible_values():
 def test_missing_pretrain_path_says_what_to_do():
     msg = error_of(opts=CPU + ["MODEL.BACKBONE.PRETRAIN", "True", "MODEL.BACKBONE.PRETRAIN_PATH", "/no/such.pth"])
     assert "MODEL.BACKBONE.PRETRAIN_PATH" in msg and "/no/such.pth" in msg and "convert_weights" in msg
+    # check=False only merges (bench/real_data.py reads recipes before their files exist);
+    # a key typo is still an error there.
+    opts = CPU + ["MODEL.BACKBONE.PRETRAIN", "True", "MODEL.BACKBONE.PRETRAIN_PATH", "/no/such.pth"]
+    assert load_config("", opts, check=False).MODEL.BACKBONE.PRETRAIN_PATH == "/no/such.pth"
+    with pytest.raises(ConfigError, match="MODEL.BACKBONE.DEPHT"):
+        load_config("", CPU + ["MODEL.BACKBONE.DEPHT", "18x"], check=False)
 
 
 def test_cuda_on_a_cpu_machine_and_unknown_dataset():

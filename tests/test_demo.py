@@ -6,13 +6,13 @@ seeds vary by up to ~30 mAP on this small set (docs/RESULTS.md), so the test com
 mean of the first two seeds, and checks the mechanism at every epoch: refined labels are
 at least as precise as the global ones.
 """
-import json
 import os
 import subprocess
 import sys
 
 import numpy as np
 
+from calr_plugin.analysis import read_metrics
 from conftest import REPO, config_path
 
 
@@ -25,7 +25,7 @@ def start(config, out, seed, weights):
 
 
 def final_map(out):
-    rows = [json.loads(line) for line in open(os.path.join(out, "metrics.json"))]
+    rows = read_metrics(out)
     return [r for r in rows if "mAP" in r][-1]["mAP"], rows
 
 

@@ -41,16 +41,10 @@ def test_recipe_runs_on_a_few_real_images(recipe, mobilenet_weights, tmp_path):
         assert os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "stage1", "local_labels.npz"))
 
 
-def test_results_bench_rows_apply_the_preset_they_name(tmp_path, monkeypatch):
+def test_results_bench_rows_apply_the_preset_they_name():
     import sys
 
     sys.path.insert(0, os.path.join(REPO, "bench"))
-    # The bench's paths are relative to where it runs; give them the files validate() checks for,
-    # so this holds on a clean clone (no converted weights, no earlier stage-1 run).
-    monkeypatch.chdir(tmp_path)
-    for f in ("output/weights/mobilenetv2_imagenet.pth", "output/real/cuhk01/calr_s1/stage1/local_labels.npz"):
-        os.makedirs(os.path.dirname(f), exist_ok=True)
-        open(f, "wb").close()
     from real_data import command, preset_opts
 
     # The paper preset departs from our defaults in exactly these keys (docs/PRESETS.md).
@@ -60,7 +54,8 @@ def test_results_bench_rows_apply_the_preset_they_name(tmp_path, monkeypatch):
     assert not any(k.startswith("CALR.STAGE1.") for k in official[::2])  # stage 1 is shared
     cmd = command("cuhk01", "calr_official", 1, "output/real/cuhk01/calr_official_s1")
     opts = cmd[cmd.index("--resume") + 1:]
-    cfg = load_config(os.path.join(REPO, "configs", "CALR", "cuhk01_mobilenetv2.yml"), opts)
+    # Unchecked: the weights and stage-1 labels it names exist only after the bench has run.
+    cfg = load_config(os.path.join(REPO, "configs", "CALR", "cuhk01_mobilenetv2.yml"), opts, check=False)
     assert cfg.CALR.MEMORY.TEMP == 0.05 and cfg.CALR.PIVOT.RULE == "one_per_cluster_last"
     assert cfg.CALR.STAGE1.LABELS == "output/real/cuhk01/calr_s1/stage1/local_labels.npz"
     assert cfg.INPUT.SIZE_TRAIN == [128, 64]  # the recipe's regime stays
