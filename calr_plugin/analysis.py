@@ -14,8 +14,8 @@ import os
 import numpy as np
 
 QUALITY_KEYS = ("precision", "recall", "fscore", "nmi", "ari")
-CURVE_KEYS = ("calr/discard_ratio", "calr/num_clusters", "calr/p", "refined/precision", "global/precision", "mAP",
-              "Rank-1")
+CURVE_KEYS = ("calr/discard_ratio", "calr/outlier_fraction", "calr/num_clusters", "calr/p", "calr/mean_cluster_size",
+              "calr/cameras_per_cluster", "refined/precision", "global/precision", "mAP", "Rank-1")
 
 
 def read_metrics(output_dir):
@@ -83,11 +83,12 @@ def _plt():
 
 def plot_curves(series, path):
     plt = _plt()
-    panels = [("Discard ratio and p", ("calr/discard_ratio", "calr/p")),
+    panels = [("Discard ratio, outliers and p", ("calr/discard_ratio", "calr/outlier_fraction", "calr/p")),
               ("Clusters", ("calr/num_clusters",)),
-              ("Pairwise precision", ("global/precision", "refined/precision")),
-              ("Test accuracy (%)", ("mAP", "Rank-1"))]
-    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+              ("Cluster size, cameras per cluster", ("calr/mean_cluster_size", "calr/cameras_per_cluster")),
+              ("Pairwise precision (needs ids)", ("global/precision", "refined/precision")),
+              ("Test accuracy (%, needs a test split)", ("mAP", "Rank-1"))]
+    fig, axes = plt.subplots(1, len(panels), figsize=(20, 3.6))
     for ax, (title, keys) in zip(axes, panels):
         for k in keys:
             if series.get(k):
@@ -125,8 +126,12 @@ def plot_quality(table, path):
     plt.close(fig)
 
 
-def plot_tsne(feats, cams, labels, path, max_points=1500, seed=0):
-    """t-SNE of training features coloured by camera and by pseudo label (-1 grey)."""
+def plot_tsne(feats, cams, labels, path, max_points=1500, seed=0, cam_names=None):
+    """t-SNE of training features coloured by camera and by pseudo label (-1 grey).
+
+    Args:
+        cam_names (list[str] | None): legend name of camera c (default "camera c+1").
+    """
     from sklearn.manifold import TSNE
 
     plt = _plt()
@@ -137,7 +142,7 @@ def plot_tsne(feats, cams, labels, path, max_points=1500, seed=0):
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.5))
     for c in np.unique(cams[idx]):
         m = cams[idx] == c
-        axes[0].scatter(xy[m, 0], xy[m, 1], s=8, label=f"camera {c + 1}")
+        axes[0].scatter(xy[m, 0], xy[m, 1], s=8, label=cam_names[c] if cam_names else f"camera {c + 1}")
     axes[0].set_title("Training features by camera")
     axes[0].legend(fontsize=8, markerscale=2)
     lab = labels[idx]

@@ -10,10 +10,33 @@ import functools
 import os
 import re
 
+import yacs.config
 from fastreid.config import CfgNode as CN
 from fastreid.config import get_cfg
 
 from .errors import ConfigError
+
+# Keys that take "auto": the value is chosen from the unlabeled training features when
+# training starts (calr_plugin.auto_settings; rules in calr_plugin/labels/auto.py).
+AUTO_KEYS = ("CALR.CLUSTER.K", "CALR.CLUSTER.MIN_SIM", "CALR.CLUSTER.MIN_SIZE", "CALR.STAGE1.CLUSTER_RATIO",
+             "CALR.STAGE1.NUM_INSTANCE", "DATALOADER.NUM_INSTANCE", "DATASETS.NUM_CAMERAS")
+_yacs_check = yacs.config._check_and_coerce_cfg_value_type
+
+
+def _check_type_or_auto(replacement, original, key, full_key):
+    # yacs insists that a value keeps its default's type, so an int key cannot take the
+    # string "auto" (nor an "auto" key a number): let AUTO_KEYS hold either.
+    if full_key in AUTO_KEYS and "auto" in (replacement, original) and isinstance(replacement, (str, int, float)):
+        return replacement
+    return _yacs_check(replacement, original, key, full_key)
+
+
+if getattr(yacs.config._check_and_coerce_cfg_value_type, "__name__", "") != "_check_type_or_auto":
+    yacs.config._check_and_coerce_cfg_value_type = _check_type_or_auto
+
+
+def is_auto(value):
+    return isinstance(value, str) and value == "auto"
 
 
 def add_calr_config(cfg):
@@ -27,10 +50,16 @@ def add_calr_config(cfg):
     # clustering, augmentation and training order are fixed on CPU.
     _C.SEED = -1
 
-    # A Market-layout folder (bounding_box_train/, query/, bounding_box_test/) for
-    # DATASETS.NAMES/TESTS ("ReIDFolder",). Absolute, or relative to the working
-    # directory, or to $FASTREID_DATASETS.
+    # A folder for DATASETS.NAMES/TESTS ("ReIDFolder",), in Market layout
+    # (bounding_box_train/, query/, bounding_box_test/) or as unlabeled camera folders
+    # (train/<camera>/**/*.jpg, optional labeled query/ and bounding_box_test/).
+    # Absolute, or relative to the working directory, or to $FASTREID_DATASETS.
     _C.DATASETS.FOLDER = ""
+    # Training cameras: "given" (folder or file names) or "infer" (pseudo-cameras by
+    # spectral clustering of the untrained model's features; evaluation keeps the test
+    # split's own cameras). NUM_CAMERAS: how many to infer, or "auto" (eigengap).
+    _C.DATASETS.CAMERAS = "given"
+    _C.DATASETS.NUM_CAMERAS = "auto"
     # Decode every image once at load: "skip" unreadable/truncated files with a warning,
     # "strict" stop at the first one, "off" (FastReID: fail when first read in training).
     _C.DATASETS.IMAGE_CHECK = "skip"
@@ -47,6 +76,12 @@ def add_calr_config(cfg):
     # Scales every camera effect (colour cast, blur, background, geometry); 0 = only
     # the viewpoint differs between cameras.
     _C.DATASETS.SYNTHETIC.CAMERA_STRENGTH = 1.0
+
+    # Images per BatchNorm statistic: every BN layer normalises contiguous chunks of this
+    # many images (synchronised over processes when a chunk spans them), the same on 1, 2,
+    # 4 or 8 GPUs; 0 = over each process's batch (FastReID). The authors' 4-GPU
+    # DataParallel recipe normalised 64-image chunks (Base-CALR-official.yml). See chunk_bn.py.
+    _C.MODEL.BN_CHUNK = 0
 
     # channels_last memory format on CUDA (faster convolutions with AMP).
     _C.SOLVER.CHANNELS_LAST = False
@@ -73,7 +108,9 @@ def add_calr_config(cfg):
     _C.CALR.STAGE1.K1 = 15
     _C.CALR.STAGE1.K2 = 4
     # Clusters per camera = floor(N_c * CLUSTER_RATIO) (paper: N_c / 5); NUM_CLUSTERS > 0
-    # fixes the count instead (the authors' shipped Market/Duke labels: 600).
+    # fixes the count instead (the authors' shipped Market/Duke labels: 600). "auto" here,
+    # for STAGE1.NUM_INSTANCE, CLUSTER.K/MIN_SIM/MIN_SIZE and DATALOADER.NUM_INSTANCE:
+    # chosen from the unlabeled training features at start-up (calr_plugin/labels/auto.py).
     _C.CALR.STAGE1.CLUSTER_RATIO = 0.2
     _C.CALR.STAGE1.NUM_CLUSTERS = 0
     # Which clustering becomes the local labels: "final" epoch (paper) or best
@@ -231,13 +268,26 @@ def validate(cfg):
     need(cfg.SOLVER.MAX_EPOCH >= 1, "SOLVER.MAX_EPOCH", "an integer >= 1")
     need(cfg.SOLVER.IMS_PER_BATCH >= 1, "SOLVER.IMS_PER_BATCH", "an integer >= 1")
     need(cfg.SOLVER.BASE_LR > 0, "SOLVER.BASE_LR", "a positive learning rate")
+    need(cfg.MODEL.BN_CHUNK >= 0, "MODEL.BN_CHUNK", "an integer >= 0 (images per BN statistic; 0 = the batch)")
     need(cfg.TEST.EVAL_PERIOD >= 1, "TEST.EVAL_PERIOD", "an integer >= 1 (epochs between evaluations)")
     need(cfg.TEST.IMS_PER_BATCH >= 1, "TEST.IMS_PER_BATCH", "an integer >= 1")
     need(cfg.DATALOADER.NUM_WORKERS >= 0, "DATALOADER.NUM_WORKERS", "an integer >= 0")
+    for key in AUTO_KEYS:
+        value = _get(cfg, key)
+        need(is_auto(value) or (isinstance(value, (int, float)) and not isinstance(value, bool)), key,
+             "a number or auto")
+    if cfg.MODEL.META_ARCHITECTURE != "CALR":
+        need(not is_auto(cfg.DATALOADER.NUM_INSTANCE), "DATALOADER.NUM_INSTANCE",
+             "a number (auto is chosen by CALR's training; this meta-architecture is " + cfg.MODEL.META_ARCHITECTURE + ")")
+    one_of_cameras = ("given", "infer")
+    need(cfg.DATASETS.CAMERAS in one_of_cameras, "DATASETS.CAMERAS", "one of " + ", ".join(one_of_cameras))
+    need(is_auto(cfg.DATASETS.NUM_CAMERAS) or cfg.DATASETS.NUM_CAMERAS >= 2, "DATASETS.NUM_CAMERAS",
+         "auto or an integer >= 2 (cameras to infer)")
     if cfg.DATALOADER.SAMPLER_TRAIN in ("NaiveIdentitySampler", "BalancedIdentitySampler"):
-        need(cfg.DATALOADER.NUM_INSTANCE >= 1, "DATALOADER.NUM_INSTANCE", "an integer >= 1")
-        need(cfg.SOLVER.IMS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCE == 0, "SOLVER.IMS_PER_BATCH",
-             f"a multiple of DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE})")
+        if not is_auto(cfg.DATALOADER.NUM_INSTANCE):
+            need(cfg.DATALOADER.NUM_INSTANCE >= 1, "DATALOADER.NUM_INSTANCE", "an integer >= 1 or auto")
+            need(cfg.SOLVER.IMS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCE == 0, "SOLVER.IMS_PER_BATCH",
+                 f"a multiple of DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE})")
     if cfg.MODEL.BACKBONE.PRETRAIN and cfg.MODEL.BACKBONE.PRETRAIN_PATH:
         need(os.path.isfile(cfg.MODEL.BACKBONE.PRETRAIN_PATH), "MODEL.BACKBONE.PRETRAIN_PATH",
              "an existing weights file (convert one with tools/convert_weights.py, or set "
@@ -245,6 +295,9 @@ def validate(cfg):
     if cfg.MODEL.WEIGHTS:
         need(os.path.isfile(cfg.MODEL.WEIGHTS), "MODEL.WEIGHTS", "an existing checkpoint file")
     need(cfg.DATASETS.IMAGE_CHECK in ("skip", "strict", "off"), "DATASETS.IMAGE_CHECK", "one of skip, strict, off")
+    need(not cfg.DATASETS.COMBINEALL, "DATASETS.COMBINEALL",
+         "False: FastReID's COMBINEALL also trains on the query and gallery images (the test set); for MSMT17's "
+         "train + val (the paper's 32,621 images) use DATASETS.NAMES (\"MSMT17TrainVal\",)")
     from fastreid.data.datasets import DATASET_REGISTRY
 
     registered = sorted(DATASET_REGISTRY._obj_map)
@@ -289,23 +342,27 @@ def validate_calr(cfg):
     one_of("CALR.SINGLE_CAMERA", ("error", "baseline"))
     need(c.ITERS_PER_EPOCH >= 0, "CALR.ITERS_PER_EPOCH", "an integer >= 0 (0 = len(train) // batch)")
     s1 = c.STAGE1
-    for key in ("EPOCHS", "ITERS", "IMS_PER_BATCH", "NUM_INSTANCE"):
+    for key in ("EPOCHS", "ITERS", "IMS_PER_BATCH"):
         need(s1[key] >= 1, f"CALR.STAGE1.{key}", "an integer >= 1")
-    need(s1.IMS_PER_BATCH % s1.NUM_INSTANCE == 0, "CALR.STAGE1.IMS_PER_BATCH",
-         f"a multiple of CALR.STAGE1.NUM_INSTANCE ({s1.NUM_INSTANCE})")
+    if not is_auto(s1.NUM_INSTANCE):
+        need(s1.NUM_INSTANCE >= 1, "CALR.STAGE1.NUM_INSTANCE", "an integer >= 1 or auto")
+        need(s1.IMS_PER_BATCH % s1.NUM_INSTANCE == 0, "CALR.STAGE1.IMS_PER_BATCH",
+             f"a multiple of CALR.STAGE1.NUM_INSTANCE ({s1.NUM_INSTANCE})")
     need(s1.BASE_LR > 0, "CALR.STAGE1.BASE_LR", "a positive learning rate")
     need(s1.K1 >= 2, "CALR.STAGE1.K1", "an integer >= 2")
     need(1 <= s1.K2 <= s1.K1, "CALR.STAGE1.K2", f"an integer in [1, K1={s1.K1}]")
-    need(0 < s1.CLUSTER_RATIO <= 1, "CALR.STAGE1.CLUSTER_RATIO", "a fraction in (0, 1]")
+    need(is_auto(s1.CLUSTER_RATIO) or 0 < s1.CLUSTER_RATIO <= 1, "CALR.STAGE1.CLUSTER_RATIO",
+         "a fraction in (0, 1] or auto")
     need(s1.NUM_CLUSTERS >= 0, "CALR.STAGE1.NUM_CLUSTERS", "an integer >= 0 (0 = use CLUSTER_RATIO)")
     one_of("CALR.STAGE1.SELECT", ("final", "silhouette"))
     if s1.LABELS:
         need(os.path.exists(s1.LABELS), "CALR.STAGE1.LABELS",
              "an existing stage-1 labels file (local_labels.npz) or a folder of cam<k>/pseudo_label.npy")
     cl = c.CLUSTER
-    need(cl.K >= 2, "CALR.CLUSTER.K", "an integer >= 2 (neighbours, self included)")
-    need(-1 <= cl.MIN_SIM <= 1, "CALR.CLUSTER.MIN_SIM", "a cosine similarity in [-1, 1]")
-    need(cl.MIN_SIZE >= 1, "CALR.CLUSTER.MIN_SIZE", "an integer >= 1")
+    need(is_auto(cl.K) or cl.K >= 2, "CALR.CLUSTER.K", "an integer >= 2 (neighbours, self included) or auto")
+    need(is_auto(cl.MIN_SIM) or -1 <= cl.MIN_SIM <= 1, "CALR.CLUSTER.MIN_SIM",
+         "a cosine similarity in [-1, 1] or auto")
+    need(is_auto(cl.MIN_SIZE) or cl.MIN_SIZE >= 1, "CALR.CLUSTER.MIN_SIZE", "an integer >= 1 or auto")
     one_of("CALR.CLUSTER.KNN", KNN_METHODS)
     need(cl.INFOMAP_TRIALS >= 1, "CALR.CLUSTER.INFOMAP_TRIALS", "an integer >= 1")
     one_of("CALR.PIVOT.RULE", PIVOT_RULES)
@@ -331,6 +388,7 @@ def validate_calr(cfg):
     if cfg.MODEL.META_ARCHITECTURE == "CALR":
         need(cfg.MODEL.HEADS.CLS_LAYER == "Linear", "MODEL.HEADS.CLS_LAYER",
              "Linear for CALR (the identity classifier is unused; margin layers need true ids)")
-        need(cfg.DATALOADER.NUM_INSTANCE >= 1, "DATALOADER.NUM_INSTANCE", "an integer >= 1")
-        need(cfg.SOLVER.IMS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCE == 0, "SOLVER.IMS_PER_BATCH",
-             f"a multiple of DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE})")
+        if not is_auto(cfg.DATALOADER.NUM_INSTANCE):
+            need(cfg.DATALOADER.NUM_INSTANCE >= 1, "DATALOADER.NUM_INSTANCE", "an integer >= 1 or auto")
+            need(cfg.SOLVER.IMS_PER_BATCH % cfg.DATALOADER.NUM_INSTANCE == 0, "SOLVER.IMS_PER_BATCH",
+                 f"a multiple of DATALOADER.NUM_INSTANCE ({cfg.DATALOADER.NUM_INSTANCE})")

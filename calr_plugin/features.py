@@ -5,6 +5,13 @@ Shape shorthand: N images, D feature dims.
 Reuses FastReID's test pipeline: the test transform, ``InferenceSampler`` (each rank
 gets a contiguous shard) and ``inference_on_dataset`` (eval mode, no_grad). Shards are
 gathered in rank order, so every rank ends with the same (N, D) matrix in item order.
+
+With DDP, each rank's BatchNorm running statistics drift apart during training (the
+trainer wraps the model with ``broadcast_buffers=False``), and a shard extracted with
+rank r's statistics would differ from the same images on rank 0; on Market-style names
+the shards are id ranges, so the offset would line up with identity. ``broadcast_buffers``
+gives every rank rank 0's buffers first: the features (and the evaluation) then equal a
+one-process run of rank 0's checkpoint.
 """
 import contextlib
 import sys
@@ -50,8 +57,25 @@ class _Progress:
         return iter(tqdm(self.loader, desc=self.desc, unit="batch", leave=False, disable=not show))
 
 
+def broadcast_buffers(model):
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank; no-op alone.
+
+    Args:
+        model (nn.Module): the possibly DDP-wrapped model; parameters are already equal.
+    """
+    if comm.get_world_size() == 1:
+        return
+    import torch.distributed as dist
+
+    module = model.module if hasattr(model, "module") else model
+    with torch.no_grad():
+        for buf in module.buffers():
+            if buf.numel():  # an empty cluster memory before the first epoch has nothing to send
+                dist.broadcast(buf, src=0)
+
+
 def extract_features(model, paths, cfg, desc="features"):
-    """L2-normalised eval features of images, identical on every rank.
+    """L2-normalised eval features of images, identical on every rank (rank 0's buffers).
 
     Args:
         model (nn.Module): the (possibly DDP-wrapped) model; returns (B, D) in eval mode.
@@ -61,6 +85,7 @@ def extract_features(model, paths, cfg, desc="features"):
     Returns:
         ndarray: (N, D) float32.
     """
+    broadcast_buffers(model)
     items = [(p, 0, 0) for p in paths]  # no identities: features only
     dataset = CommDataset(items, build_transforms(cfg, is_train=False), relabel=False)
     loader, _ = build_reid_test_loader(test_set=dataset, test_batch_size=cfg.TEST.IMS_PER_BATCH, num_query=0,

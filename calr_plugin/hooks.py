@@ -264,8 +264,14 @@ class Stage1LabelHook(LabelHook):
         if self.cfg.CALR.STAGE1.SELECT == "final":
             chosen = files[-1]
         else:
-            scores = [float(np.load(os.path.join(self.label_dir, f))["silhouette"]) for f in files]
-            chosen = files[int(np.argmax(scores))]
+            scores = np.array([float(np.load(os.path.join(self.label_dir, f))["silhouette"]) for f in files])
+            if np.isnan(scores).all():
+                # argmax over NaN would silently keep epoch 0's labels.
+                logger.warning(f"stage 1 ({self.cfg.OUTPUT_DIR}): the silhouette is undefined at every epoch "
+                               f"(one cluster, or one image per cluster); keeping the final epoch's labels")
+                chosen = files[-1]
+            else:
+                chosen = files[int(np.nanargmax(scores))]
         return np.load(os.path.join(self.label_dir, chosen))["labels"]
 
     def save(self, epoch, labels, weights, stats):

@@ -38,6 +38,9 @@ def stage1_config(cfg, cam):
     c.SOLVER.BASE_LR = s1.BASE_LR
     c.DATALOADER.NUM_INSTANCE = s1.NUM_INSTANCE
     c.CALR.ITERS_PER_EPOCH = s1.ITERS
+    # Each camera's encoder starts from the pretrained backbone (paper Sec. III-B), not from
+    # a MODEL.WEIGHTS checkpoint meant for stage 2.
+    c.MODEL.WEIGHTS = ""
     # Eq. 3 only: one camera has nothing to align, weight or refine.
     c.CALR.ALIGN.ENABLED = False
     c.CALR.WEIGHTING.ENABLED = False
@@ -71,6 +74,9 @@ def run_stage1(cfg, train_set, resume=False):
         return load_local_labels(final, train_set)
     names = np.array([os.path.basename(p) for p in train_set.paths])
     labels = np.full(len(train_set), -1, dtype=np.int64)
+    if cfg.MODEL.WEIGHTS:
+        logger.info(f"stage 1: the per-camera encoders start from MODEL.BACKBONE.PRETRAIN_PATH, not MODEL.WEIGHTS "
+                    f"({cfg.MODEL.WEIGHTS}), which stage 2 starts from")
     for cam in range(train_set.num_cameras):
         mask = train_set.cams == cam
         cam_file = os.path.join(out_dir, f"cam{cam}", "local_labels.npz")

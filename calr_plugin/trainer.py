@@ -12,9 +12,7 @@ import time
 
 import torch
 from fastreid.data import build_reid_test_loader, build_reid_train_loader
-from fastreid.data import build as data_build
 from fastreid.data.common import CommDataset
-from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.transforms import build_transforms
 from fastreid.engine import DefaultTrainer, hooks
 from fastreid.engine.train_loop import SimpleTrainer, TrainerBase
@@ -23,74 +21,12 @@ from fastreid.utils.checkpoint import Checkpointer
 from fastreid.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
-from .data.datasets import TrainSet, dataset_kwargs
-from .data.images import check_items
+from .data.build import check_test_split, has_test_split, load_dataset, no_test_split_message, train_items
+from .data.datasets import TrainSet
 from .errors import CalrError, ConfigError, DataError
 from .hooks import ProgressBar, ResumeCheckpointer, Stage1LabelHook, Stage2LabelHook
 
 logger = logging.getLogger("fastreid." + __name__)  # shares FastReID's console and log.txt
-
-
-def dataset_root():
-    """$FASTREID_DATASETS, read now (FastReID reads it once, when fastreid.data is imported)."""
-    return os.environ.get("FASTREID_DATASETS", data_build._root)
-
-
-def load_dataset(cfg, name):
-    """Instantiate a registered dataset with the keys our datasets read from the config.
-
-    Raises:
-        DataError: FastReID's own datasets report a missing folder as a RuntimeError.
-    """
-    try:
-        data = DATASET_REGISTRY.get(name)(root=dataset_root(), combineall=cfg.DATASETS.COMBINEALL,
-                                          **dataset_kwargs(cfg))
-    except RuntimeError as e:
-        if "is not found" not in str(e):
-            raise
-        raise DataError(f"dataset {name}: {e}; put it under $FASTREID_DATASETS (now {dataset_root()!r}) "
-                        f"in FastReID's layout") from None
-    for split in ("train", "query", "gallery"):
-        items = check_items(getattr(data, split), cfg.DATASETS.IMAGE_CHECK, f"{name} {split}")
-        if not items:
-            raise DataError(f"dataset {name}: the {split} split has no readable image")
-        setattr(data, "_" + split, items)
-    return data
-
-
-def check_test_split(name, query, gallery):
-    """FastReID's Market protocol needs, per query, a gallery image of the same id from
-    another camera (queries without one are left out of mAP/CMC; all of them missing is an
-    assertion deep inside FastReID) and at least 10 gallery images (it reports Rank-10).
-
-    Raises:
-        DataError: no query can be evaluated, or the gallery is too small.
-    """
-    if len(gallery) < 10:
-        raise DataError(f"dataset {name}: the gallery has {len(gallery)} images; FastReID's evaluation "
-                        f"needs at least 10 (it reports Rank-10)")
-    cams_of = {}
-    for _, pid, cam in gallery:
-        cams_of.setdefault(pid, set()).add(cam)
-    missing = [q for q in query if not (cams_of.get(q[1], set()) - {q[2]})]
-    if len(missing) == len(query):
-        raise DataError(f"dataset {name}: no query id appears in the gallery under another camera "
-                        f"(e.g. {os.path.basename(query[0][0])}); nothing can be evaluated")
-    if missing:
-        logger.warning(f"dataset {name}: {len(missing)} of {len(query)} queries have no gallery image of "
-                       f"their id from another camera (e.g. {os.path.basename(missing[0][0])}); "
-                       f"they are left out of mAP/CMC")
-
-
-def train_items(cfg):
-    """FastReID train items ``(path, pid, camid)`` of every dataset in DATASETS.NAMES."""
-    items = []
-    for name in cfg.DATASETS.NAMES:
-        data = load_dataset(cfg, name)
-        if comm.is_main_process():
-            data.show_train()
-        items.extend(data.train)
-    return items
 
 
 class TrainingDiverged(CalrError):
@@ -155,6 +91,10 @@ class CALRTrainer(DefaultTrainer):
         self.is_calr = cfg.MODEL.META_ARCHITECTURE == "CALR"
         if self.is_calr:
             self.train_set = train_set or TrainSet(train_items(cfg))
+            if stage == 2:
+                from .auto_settings import resolve
+
+                cfg = resolve(cfg, self.train_set, self.build_model)
             if stage == 2 and self.train_set.num_cameras < 2:
                 cfg = self.single_camera(cfg)
             world = comm.get_world_size()
@@ -169,6 +109,11 @@ class CALRTrainer(DefaultTrainer):
             data_loader = self.build_train_loader(cfg)
             cfg = self.auto_scale_hyperparams(cfg, data_loader.dataset.num_classes)
             iters_per_epoch = max(1, len(data_loader.dataset) // cfg.SOLVER.IMS_PER_BATCH)
+        if cfg.MODEL.BN_CHUNK:
+            from .chunk_bn import check_chunk
+
+            check_chunk(cfg.MODEL.BN_CHUNK, cfg.SOLVER.IMS_PER_BATCH, comm.get_world_size(),
+                        "CALR.STAGE1.IMS_PER_BATCH" if stage == 1 else "SOLVER.IMS_PER_BATCH")
         model = self.build_model(cfg)
         cuda = cfg.MODEL.DEVICE.startswith("cuda")
         channels_last = cfg.SOLVER.CHANNELS_LAST and cuda
@@ -182,8 +127,11 @@ class CALRTrainer(DefaultTrainer):
                                    amp=cfg.SOLVER.AMP.ENABLED and cuda, channels_last=channels_last)
         self.iters_per_epoch = iters_per_epoch
         self.scheduler = self.build_lr_scheduler(cfg, optimizer, iters_per_epoch)
+        # The AMP loss scale is state too: without it a resumed GPU run restarts at 2^16 and
+        # skips steps until it has found the scale again.
+        scaler = {"grad_scaler": self._trainer.grad_scaler} if self._trainer.grad_scaler is not None else {}
         self.checkpointer = Checkpointer(model, cfg.OUTPUT_DIR, save_to_disk=comm.is_main_process(),
-                                         optimizer=optimizer, **self.scheduler)
+                                         optimizer=optimizer, **self.scheduler, **scaler)
         self.start_epoch = 0
         self.max_epoch = cfg.SOLVER.MAX_EPOCH
         self.max_iter = self.max_epoch * iters_per_epoch
@@ -265,6 +213,10 @@ class CALRTrainer(DefaultTrainer):
 
     def resume_or_load(self, resume=True):
         self.resume = resume  # stage 1 resumes camera by camera only when asked to
+        if self.cfg.MODEL.WEIGHTS and not (resume and self.checkpointer.has_checkpoint()):
+            from .checkpoint import check_head_matches
+
+            check_head_matches(self.model, self.cfg.MODEL.WEIGHTS)
         super().resume_or_load(resume=resume)
         if resume and self.start_epoch > 0:
             logger.info(f"resuming at epoch {self.start_epoch} of {self.max_epoch}")
@@ -296,8 +248,50 @@ class CALRTrainer(DefaultTrainer):
     @classmethod
     def build_train_loader(cls, cfg):
         logger.info("Prepare training set")
-        train_set = CommDataset(train_items(cfg), build_transforms(cfg, is_train=True), relabel=True)
+        items = train_items(cfg)
+        if any(it[1] is None for it in items):
+            raise DataError(f"MODEL.META_ARCHITECTURE {cfg.MODEL.META_ARCHITECTURE} trains on person ids and the "
+                            f"training images have none (train/<camera>/ folders); use CALR")
+        train_set = CommDataset(items, build_transforms(cfg, is_train=True), relabel=True)
         return build_reid_train_loader(cfg, train_set=train_set)
+
+    @classmethod
+    def build_model(cls, cfg):
+        """FastReID's model, with chunked BatchNorm when MODEL.BN_CHUNK > 0."""
+        model = super().build_model(cfg)
+        if cfg.MODEL.BN_CHUNK:
+            from .chunk_bn import convert_chunked_bn
+
+            n = convert_chunked_bn(model, cfg.MODEL.BN_CHUNK)
+            logger.info(f"MODEL.BN_CHUNK {cfg.MODEL.BN_CHUNK}: {n} BatchNorm layers normalise "
+                        f"{cfg.MODEL.BN_CHUNK}-image chunks")
+        return model
+
+    @classmethod
+    def test(cls, cfg, model):
+        """FastReID's evaluation of every DATASETS.TESTS dataset that has a labeled test split.
+
+        Datasets without one (camera folders with no query/) are skipped with one line;
+        with none left, the result is {} (``--eval-only`` turns that into an error).
+        """
+        from .features import broadcast_buffers
+
+        broadcast_buffers(model)  # every rank evaluates rank 0's model, as --eval-only of its checkpoint
+        names = []
+        for name in cfg.DATASETS.TESTS:
+            ok, data = has_test_split(cfg, name) if name == "ReIDFolder" else (True, None)
+            if ok:
+                names.append(name)
+            elif comm.is_main_process():
+                logger.info(no_test_split_message(name, data) + "; not evaluated")
+        if not names:
+            return {}
+        if len(names) < len(cfg.DATASETS.TESTS):
+            cfg = cfg.clone()
+            cfg.defrost()
+            cfg.DATASETS.TESTS = tuple(names)
+            cfg.freeze()
+        return super().test(cfg, model)
 
     @classmethod
     def build_test_loader(cls, cfg, dataset_name):
@@ -317,16 +311,36 @@ def setup_run(cfg, args):
 
     With ``SEED >= 0`` every rank seeds python, numpy and torch with ``SEED + rank``;
     FastReID's samplers draw their shared seed from the seeded numpy RNG, so sampling,
-    augmentation and training order repeat on CPU.
+    augmentation and training order repeat on CPU. ``SEED -1`` draws a fresh seed, logs it
+    and writes it into ``cfg.SEED`` (and config.yaml), so the run can be repeated.
     """
     from fastreid.engine import default_setup
     from fastreid.utils.env import seed_all_rng
 
     default_setup(cfg, args)
-    if cfg.SEED >= 0:
-        seed_all_rng(cfg.SEED + comm.get_rank())
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
+    if cfg.SEED < 0:
+        # A fresh seed for this run, the same on every rank; without it the refinement draws
+        # and the sampler (seeded from SEED) would repeat seed 0 in every run.
+        import numpy as np
+
+        from .hooks import broadcast_from_main
+
+        seed = broadcast_from_main(int(np.random.SeedSequence().entropy % (2 ** 31)) if comm.is_main_process()
+                                   else None)
+        cfg.defrost()
+        cfg.SEED = seed
+        cfg.freeze()
+        if comm.is_main_process() and cfg.OUTPUT_DIR:
+            from .utils.atomic import atomic_write_text
+
+            atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
+        logging.getLogger("fastreid").info(f"SEED -1: this run draws seed {seed} (pass SEED {seed} to repeat it; "
+                                           f"config.yaml records it)")
+        seed_all_rng(seed + comm.get_rank())
+        return
+    seed_all_rng(cfg.SEED + comm.get_rank())
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
-__all__ = ["CALRTrainer", "StepRunner", "TrainingDiverged", "setup_run", "load_dataset", "train_items"]
+__all__ = ["CALRTrainer", "StepRunner", "TrainingDiverged", "setup_run"]

@@ -123,13 +123,29 @@ def test_calr_checkpoint_loads_into_a_plain_baseline_with_identical_features(ref
 
 
 def test_two_process_ddp_keeps_identical_memory_labels_and_model(tmp_path):
+    """Two gloo ranks: the same model, BN statistics, features and evaluation on both, and the
+    same as one process running rank 0's checkpoint (what --eval-only of it reports)."""
     run = subprocess.run([sys.executable, os.path.join(REPO, "tests", "tiny_calr.py"), "ddp", str(tmp_path)],
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-3000:]
     r0, r1 = np.load(tmp_path / "rank0.npz"), np.load(tmp_path / "rank1.npz")
     assert r0["memory"].shape[0] > 0
-    for key in ("memory", "weights", "params"):
+    for key in ("memory", "weights", "params", "bn", "feats"):
         assert np.array_equal(r0[key], r1[key]), key
+    from calr_plugin.features import extract_features
+    from calr_plugin.data.build import train_items
+    from calr_plugin.data.datasets import TrainSet
+    from fastreid.utils.checkpoint import Checkpointer
+
+    cfg = calr_cfg(tmp_path, "CALR.ALIGN.NUM_CAMERAS", "2")
+    model = CALRTrainer.build_model(cfg)
+    Checkpointer(model).load(str(tmp_path / "model_final.pth"))
+    bn = torch.cat([b.detach().double().flatten() for n, b in model.named_buffers() if "running" in n])
+    assert np.array_equal(bn.numpy(), r0["bn"])
+    feats = extract_features(model, TrainSet(train_items(cfg)).paths, cfg)
+    assert np.abs(feats - r0["feats"]).max() < 1e-5
+    results = CALRTrainer.test(cfg, model)
+    assert abs(results["mAP"] - float(r0["mAP"])) < 1e-4 and abs(results["Rank-1"] - float(r0["rank1"])) < 1e-4
 
 
 def test_one_failing_rank_stops_the_other_instead_of_hanging(tmp_path):
@@ -153,35 +169,43 @@ def test_preciseBN_batches_do_not_touch_the_memory(tmp_path):
     assert out == {} and torch.equal(model.memory.memory, before)
 
 
-def test_ground_truth_ids_never_influence_training(tmp_path, monkeypatch):
-    """Permuting the ids (used only for label-quality reports) leaves training bit-identical."""
+def test_ground_truth_ids_never_influence_training(tmp_path):
+    """The same training images under other file names carrying other ids (every image its own
+    person) train bit-identically: ids reach only the label-quality reports. The new names keep
+    the sorted order, so nothing but the ids differs."""
+    import shutil
+
     from fastreid.utils.env import seed_all_rng
 
-    from calr_plugin.data import datasets
+    from calr_plugin.data import synthetic
 
-    def run(out):
+    spec = synthetic.SyntheticSpec(num_train_ids=8, num_test_ids=6, num_cameras=2, images_per_id_per_camera=3,
+                                   height=64, width=32)
+    real = synthetic.generate(spec, str(tmp_path / "real"))
+    renamed = tmp_path / "renamed"
+    shutil.copytree(real, renamed)
+    train = renamed / "bounding_box_train"
+    for i, name in enumerate(sorted(os.listdir(train))):
+        os.rename(train / name, train / (f"{i + 100:04d}_" + name.split("_", 1)[1]))
+
+    def run(folder, out):
         seed_all_rng(5)
         os.makedirs(out, exist_ok=True)
-        trainer = CALRTrainer(calr_cfg(out, "SOLVER.MAX_EPOCH", "2", "TEST.EVAL_PERIOD", "2"))
+        trainer = CALRTrainer(calr_cfg(out, "SOLVER.MAX_EPOCH", "2", "TEST.EVAL_PERIOD", "2",
+                                       "DATASETS.NAMES", '("ReIDFolder",)', "DATASETS.TESTS", '("ReIDFolder",)',
+                                       "DATASETS.FOLDER", str(folder)))
         trainer.resume_or_load(resume=False)
         trainer.train()
         return {k: v.clone() for k, v in unwrap(trainer.model).state_dict().items()}, trainer
 
-    plain, t1 = run(tmp_path / "plain")
-    original_init = datasets.TrainSet.__init__
-
-    def permuted_init(self, items, keep_gt=True):
-        original_init(self, items, keep_gt)
-        if self.gt is not None:
-            self.gt = np.random.default_rng(0).permutation(self.gt.max() + 1)[self.gt][::-1].copy()
-
-    monkeypatch.setattr(datasets.TrainSet, "__init__", permuted_init)
-    permuted, t2 = run(tmp_path / "permuted")
-    assert not np.array_equal(t1.train_set.gt, t2.train_set.gt)  # the reports did see other ids
-    assert plain.keys() == permuted.keys()
-    assert all(torch.equal(plain[k], permuted[k]) for k in plain)
+    plain, t1 = run(real, tmp_path / "plain")
+    other, t2 = run(renamed, tmp_path / "other")
+    assert len(np.unique(t1.train_set.gt)) == 8 and len(np.unique(t2.train_set.gt)) == len(t2.train_set)
+    assert [os.path.basename(p) for p in t1.train_set.paths] != [os.path.basename(p) for p in t2.train_set.paths]
+    assert plain.keys() == other.keys()
+    assert all(torch.equal(plain[k], other[k]) for k in plain)
     a = np.load(tmp_path / "plain" / "labels" / "epoch_001.npz")["labels"]
-    b = np.load(tmp_path / "permuted" / "labels" / "epoch_001.npz")["labels"]
+    b = np.load(tmp_path / "other" / "labels" / "epoch_001.npz")["labels"]
     assert np.array_equal(a, b)
 
 
@@ -220,3 +244,29 @@ def test_eval_only_without_weights_evaluates_the_initial_model_and_says_so(tmp_p
 
     metrics = final_metrics(out)
     assert 0 <= metrics["mAP"] <= 100 and not (out / "model_final.pth").exists()
+
+
+def test_a_gem_checkpoint_into_a_gap_config_is_refused_with_the_key_to_set(reference_run, tmp_path):
+    from fastreid.modeling import build_model
+
+    from calr_plugin import ConfigError
+    from calr_plugin.checkpoint import check_head_matches
+
+    out, _ = reference_run
+    gem = build_model(calr_cfg(tmp_path, "MODEL.HEADS.POOL_LAYER", "GeneralizedMeanPoolingP"))
+    path = str(tmp_path / "gem.pth")
+    torch.save({"model": gem.state_dict()}, path)
+    gap = build_model(calr_cfg(tmp_path))
+    with pytest.raises(ConfigError, match=r"gem\.pth: the checkpoint's head does not match .*heads\.pool_layer\.p.*"
+                                          r"Set MODEL\.HEADS\.POOL_LAYER"):
+        check_head_matches(gap, path)
+    check_head_matches(gap, str(out / "model_final.pth"))  # the same head: accepted
+    check_head_matches(gem, path)
+
+
+def test_stage1_encoders_start_from_the_pretrained_backbone_not_model_weights(reference_run, tmp_path):
+    from calr_plugin.stage1 import stage1_config
+
+    out, _ = reference_run
+    cfg = calr_cfg(tmp_path, "MODEL.WEIGHTS", str(out / "model_final.pth"))
+    assert stage1_config(cfg, 0).MODEL.WEIGHTS == "" and cfg.MODEL.WEIGHTS

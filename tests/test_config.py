@@ -67,3 +67,21 @@ def test_train_net_prints_one_line_and_exits_2():
     assert "Traceback" not in run.stderr
     lines = [l for l in run.stderr.splitlines() if l.strip()]
     assert lines == ["error: command line: unknown config key SOLVER.BASE_LRR (did you mean SOLVER.BASE_LR?)"]
+
+
+def test_seed_minus_one_draws_a_fresh_recorded_seed_per_run(tmp_path):
+    from calr_plugin import load_config, setup_run
+
+    class Args:
+        config_file = ""
+        eval_only = False
+
+    seeds = []
+    for i in range(2):
+        cfg = load_config("", ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False", "SEED", "-1",
+                               "OUTPUT_DIR", str(tmp_path / str(i))])
+        setup_run(cfg, Args())
+        assert cfg.SEED >= 0
+        assert f"SEED: {cfg.SEED}" in (tmp_path / str(i) / "config.yaml").read_text()
+        seeds.append(cfg.SEED)
+    assert seeds[0] != seeds[1]

@@ -5,7 +5,7 @@ import pytest
 
 from calr_plugin import DataError
 from calr_plugin.data.datasets import ReIDFolder
-from calr_plugin.trainer import load_dataset
+from calr_plugin.data.build import load_dataset
 from conftest import TINY_OPTS, shared_dataset
 
 
@@ -74,3 +74,35 @@ def test_synthetic_set_through_the_config(tmp_path):
     assert len(data.train) == 8 * 2 * 3
     assert len({p for _, p, _ in data.train}) == 8
     assert len(data.query) == 6 * 2 and len(data.gallery) == 6 * 2 * 2
+
+
+def test_msmt17_trains_on_train_plus_val_as_the_paper(tmp_path):
+    """A synthetic MSMT17_V1 layout (list files only: the loader reads names, not pixels)."""
+    from calr_plugin.data.datasets import MSMT17TrainVal
+    from fastreid.data.datasets.msmt17 import MSMT17
+
+    main = tmp_path / "MSMT17_V1"
+    for d in ("train", "test"):
+        os.makedirs(main / d)
+
+    def write(name, n, offset=0):
+        # <pid>/<pid>_<frame>_<camera 1-15>_<...>.jpg, as in the real list files
+        lines = [f"{(i + offset) % 1041:04d}/{(i + offset) % 1041:04d}_{i:03d}_{i % 15 + 1:02d}_0303morning_0008_0.jpg "
+                 f"{(i + offset) % 1041}\n" for i in range(n)]
+        (main / name).write_text("".join(lines))
+
+    write("list_train.txt", 30248)
+    write("list_val.txt", 2373, offset=30248)
+    write("list_query.txt", 20)
+    write("list_gallery.txt", 40)
+    assert len(MSMT17(root=str(tmp_path)).train) == 30248  # FastReID's: list_train only
+    data = MSMT17TrainVal(root=str(tmp_path), combineall=False, folder="", synthetic={})
+    assert len(data.train) == 32621 and len(data.query) == 20 and len(data.gallery) == 40
+
+
+def test_combineall_is_refused_at_start_up():
+    from calr_plugin import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="DATASETS.COMBINEALL = True: expected False: FastReID's COMBINEALL also "
+                                          "trains on the query and gallery"):
+        load_config("", ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False", "DATASETS.COMBINEALL", "True"])

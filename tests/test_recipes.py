@@ -1,14 +1,20 @@
 """The real-data CPU recipes run end to end on a few real images (the full runs are in docs/RESULTS.md)."""
 import glob
+import json
 import os
 
+import numpy as np
 import pytest
+from fastreid.utils.checkpoint import Checkpointer
 
 from calr_plugin import CALRTrainer, load_config
 from conftest import REPO, shared_dataset
 
-RECIPES = ["cuhk01_mobilenetv2", "cuhk01_mobilenetv2_baseline", "cuhk01_mobilenetv2_supervised",
-           "pku_mobilenetv2", "pku_mobilenetv2_baseline", "pku_mobilenetv2_supervised"]
+RECIPES = ["cuhk01_mobilenetv2", "cuhk01_mobilenetv2_tuned", "cuhk01_mobilenetv2_baseline",
+           "cuhk01_mobilenetv2_supervised", "pku_mobilenetv2", "pku_mobilenetv2_tuned", "pku_mobilenetv2_baseline",
+           "pku_mobilenetv2_supervised"]
+# The auto recipes train on the few images rebuilt as unlabeled camera folders, as a user has them.
+CAMERA_FOLDERS = ("cuhk01_mobilenetv2", "pku_mobilenetv2", "cuhk01_mobilenetv2_baseline")
 
 
 def subset(src, dst, train_ids, test_ids):
@@ -28,6 +34,14 @@ def test_recipe_runs_on_a_few_real_images(recipe, mobilenet_weights, tmp_path):
     data = shared_dataset("cuhk01" if recipe.startswith("cuhk01") else "pku_reid74")
     test_ids = 12 if recipe.startswith("cuhk01") else 3  # pku: 8 gallery images per id and camera
     folder = subset(data, str(tmp_path / "data"), 8, test_ids)
+    if recipe in CAMERA_FOLDERS:
+        import sys
+
+        sys.path.insert(0, os.path.join(REPO, "bench"))
+        from camera_folders import make_camera_folders
+
+        make_camera_folders(folder, str(tmp_path / "cameras"))
+        folder = str(tmp_path / "cameras")
     cfg = load_config(os.path.join(REPO, "configs", "CALR", f"{recipe}.yml"), [
         "DATASETS.FOLDER", folder, "MODEL.BACKBONE.PRETRAIN_PATH", mobilenet_weights, "OUTPUT_DIR", str(tmp_path / "out"),
         "SOLVER.MAX_EPOCH", "2", "TEST.EVAL_PERIOD", "2", "DATALOADER.NUM_WORKERS", "0", "SOLVER.IMS_PER_BATCH", "8",
@@ -36,9 +50,20 @@ def test_recipe_runs_on_a_few_real_images(recipe, mobilenet_weights, tmp_path):
     os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
     trainer = CALRTrainer(cfg)
     results = trainer.train()
-    assert 0 <= results["mAP"] <= 100
+    # The reported metrics are the saved model's: evaluating model_final.pth again gives them.
+    model = CALRTrainer.build_model(trainer.cfg)
+    Checkpointer(model).load(os.path.join(cfg.OUTPUT_DIR, "model_final.pth"))
+    again = CALRTrainer.test(trainer.cfg, model)
+    assert 0 < results["mAP"] <= 100 and all(abs(again[k] - results[k]) < 1e-4 for k in ("mAP", "Rank-1"))
+    if recipe in CAMERA_FOLDERS:
+        with open(os.path.join(cfg.OUTPUT_DIR, "auto_settings.json")) as f:
+            chosen = json.load(f)["values"]
+        assert trainer.cfg.CALR.CLUSTER.K == chosen["CALR.CLUSTER.K"] and not isinstance(chosen["CALR.CLUSTER.K"], str)
     if cfg.MODEL.META_ARCHITECTURE == "CALR" and cfg.CALR.REFINE.ENABLED:
-        assert os.path.isfile(os.path.join(cfg.OUTPUT_DIR, "stage1", "local_labels.npz"))
+        local = np.load(os.path.join(cfg.OUTPUT_DIR, "stage1", "local_labels.npz"))
+        ratio = trainer.cfg.CALR.STAGE1.CLUSTER_RATIO
+        expected = sum(max(1, int(np.floor(n * ratio + 1e-9))) for n in np.bincount(local["cams"]))
+        assert local["labels"].max() + 1 == expected  # K_c = floor(N_c * ratio) per camera
 
 
 def test_results_bench_rows_apply_the_preset_they_name():
@@ -55,11 +80,15 @@ def test_results_bench_rows_apply_the_preset_they_name():
     cmd = command("cuhk01", "calr_official", 1, "output/real/cuhk01/calr_official_s1")
     opts = cmd[cmd.index("--resume") + 1:]
     # Unchecked: the weights and stage-1 labels it names exist only after the bench has run.
-    cfg = load_config(os.path.join(REPO, "configs", "CALR", "cuhk01_mobilenetv2.yml"), opts, check=False)
+    cfg = load_config(os.path.join(REPO, "configs", "CALR", "cuhk01_mobilenetv2_tuned.yml"), opts, check=False)
     assert cfg.CALR.MEMORY.TEMP == 0.05 and cfg.CALR.PIVOT.RULE == "one_per_cluster_last"
-    assert cfg.CALR.STAGE1.LABELS == "output/real/cuhk01/calr_s1/stage1/local_labels.npz"
+    assert cfg.CALR.STAGE1.LABELS == "output/real/cuhk01/calr_tuned_s1/stage1/local_labels.npz"
+    assert cfg.CALR.CLUSTER.K == 6  # ablations run on the hand-tuned preset they were measured with
     assert cfg.INPUT.SIZE_TRAIN == [128, 64]  # the recipe's regime stays
     # An ablation of seed s differs from the CALR row of seed s in stage 2 only.
-    assert "output/real/cuhk01/calr_s2/stage1/local_labels.npz" in command(
+    assert "output/real/cuhk01/calr_tuned_s2/stage1/local_labels.npz" in command(
         "cuhk01", "decay_none", 2, "output/real/cuhk01/decay_none_s2")
     assert "--resume" not in command("cuhk01", "zero_shot", 1, "x") and "--eval-only" in command("pku", "zero_shot", 1, "x")
+    # The auto rows train on the set rebuilt as camera folders (made by the bench on first use).
+    auto = " ".join(command("pku", "calr", 1, "x"))
+    assert "pku_mobilenetv2.yml" in auto and "DATASETS.FOLDER output/camfolders/pku" in auto

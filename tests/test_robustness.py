@@ -8,7 +8,8 @@ import torch
 
 from calr_plugin import CALRTrainer, DataError, load_config
 from calr_plugin.hooks import unwrap
-from calr_plugin.trainer import TrainingDiverged, check_test_split, load_dataset
+from calr_plugin.data.build import check_test_split, load_dataset
+from calr_plugin.trainer import TrainingDiverged
 from tiny_calr import calr_cfg
 
 
@@ -121,7 +122,7 @@ def test_nan_loss_stops_with_iteration_terms_and_checkpoint(tmp_path, monkeypatc
 def test_stage1_camera_smaller_than_a_batch(tmp_path):
     from calr_plugin.data.datasets import TrainSet
     from calr_plugin.stage1 import run_stage1
-    from calr_plugin.trainer import train_items
+    from calr_plugin.data.build import train_items
 
     cfg = calr_cfg(tmp_path, "CALR.STAGE1.IMS_PER_BATCH", "64", "CALR.STAGE1.EPOCHS", "1")  # cameras: 24 images
     os.makedirs(tmp_path, exist_ok=True)
@@ -151,3 +152,24 @@ def test_a_single_giant_cluster_trains_without_nan(tmp_path):
     assert losses and np.isfinite(losses).all()
     assert len(unwrap(trainer.model).memory.memory) == 1
     assert any("a single cluster" in w for w in warnings)
+
+
+def test_stage1_with_every_silhouette_undefined_keeps_the_final_epoch(tmp_path, caplog):
+    import logging
+
+    from calr_plugin.hooks import Stage1LabelHook
+    from calr_plugin.utils.atomic import atomic_savez
+    from conftest import tiny_cfg
+
+    cfg = tiny_cfg("CALR/Base-CALR.yml", tmp_path, "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False",
+                   "CALR.STAGE1.SELECT", "silhouette")
+    hook = Stage1LabelHook.__new__(Stage1LabelHook)
+    hook.cfg, hook.label_dir = cfg, str(tmp_path / "labels")
+    for epoch in range(3):
+        atomic_savez(os.path.join(hook.label_dir, f"epoch_{epoch:03d}.npz"), labels=np.full(4, epoch),
+                     silhouette=np.array(float("nan")))
+    with caplog.at_level(logging.WARNING, logger="fastreid"):
+        assert hook.selected_labels().tolist() == [2] * 4
+    assert "silhouette is undefined at every epoch" in caplog.text
+    atomic_savez(os.path.join(hook.label_dir, "epoch_001.npz"), labels=np.full(4, 1), silhouette=np.array(0.3))
+    assert hook.selected_labels().tolist() == [1] * 4

@@ -45,3 +45,17 @@ def test_cross_camera_sampler_prefers_other_cameras():
 def test_cluster_members():
     members = cluster_members(np.array([1, -1, 0, 1, 2]))
     assert [m.tolist() for m in members] == [[2], [0, 3], [4]]
+
+
+def test_cross_camera_sampler_follows_the_authors_edge_cases():
+    """A one-image cluster gives its image once; with I-1 other-camera members (fewer than I),
+    they are drawn with replacement, as the authors' ``len(pool) >= num_instances`` test."""
+    labels = np.array([0, 1, 1, 1, 1])
+    cams = np.array([0, 0, 1, 1, 1])
+    sampler = PseudoLabelSampler(labels, cams, 4, 4, seed=0, cross_camera=True)
+    rng = np.random.default_rng(0)
+    assert sampler._pick(np.array([0]), rng).tolist() == [0]
+    picks = [sampler._pick(np.array([1, 2, 3, 4]), rng) for _ in range(200)]
+    from_cam0 = [p for p in picks if p[0] == 1]
+    assert from_cam0 and all(len(p) == 4 and set(p[1:]) <= {2, 3, 4} for p in from_cam0)
+    assert any(len(set(p[1:])) < 3 for p in from_cam0)  # with replacement

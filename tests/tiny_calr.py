@@ -54,8 +54,15 @@ def _ddp_main(out, fail_rank=None):
     trainer.train()
     model = unwrap(trainer.model)
     params = torch.cat([p.detach().flatten() for p in model.parameters()])
+    # What the label step and the evaluation see after training: the same on every rank.
+    from calr_plugin.features import extract_features
+
+    feats = extract_features(trainer.model, trainer.train_set.paths, cfg)
+    results = CALRTrainer.test(cfg, trainer.model)
+    bn = torch.cat([b.detach().double().flatten() for n, b in model.named_buffers() if "running" in n])
     np.savez(os.path.join(out, f"rank{comm.get_rank()}.npz"), memory=model.memory.memory.numpy(),
-             weights=model.memory.weights.numpy(), params=params.numpy())
+             weights=model.memory.weights.numpy(), params=params.numpy(), bn=bn.numpy(), feats=feats,
+             mAP=np.array(results.get("mAP", np.nan)), rank1=np.array(results.get("Rank-1", np.nan)))
 
 
 if __name__ == "__main__" and sys.argv[1].startswith("ddp"):

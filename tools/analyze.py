@@ -41,7 +41,7 @@ def analyze(output_dir, queries=6, topk=8, tsne_points=1500):
     from calr_plugin import analysis
     from calr_plugin.data.datasets import TrainSet
     from calr_plugin.features import extract_features
-    from calr_plugin.trainer import load_dataset, train_items
+    from calr_plugin.data.build import load_dataset, train_items
 
     cfg_path = os.path.join(output_dir, "config.yaml")
     if not os.path.isfile(cfg_path):
@@ -69,22 +69,32 @@ def analyze(output_dir, queries=6, topk=8, tsne_points=1500):
     train_set = TrainSet(train_items(cfg))
     feats = extract_features(model, train_set.paths, cfg, desc="train features")
     label_files = sorted(glob.glob(os.path.join(output_dir, "labels", "epoch_*.npz")))
-    labels = np.load(label_files[-1])["labels"] if label_files else np.full(len(train_set), -1)
+    last = np.load(label_files[-1]) if label_files else None
+    labels = last["labels"] if last is not None else np.full(len(train_set), -1)
     if len(labels) != len(train_set):
         raise CalrError(f"{label_files[-1]}: {len(labels)} labels for {len(train_set)} training images; "
                         f"was the dataset changed?")
-    analysis.plot_tsne(feats, train_set.cams, labels, os.path.join(out, "tsne.png"), max_points=tsne_points)
+    cams = train_set.cams
+    # Camera folders have names ("Lobby 2"); Market cameras are numbers ("camera 1" then).
+    cam_names = train_set.cam_names if not all(n.isdigit() for n in train_set.cam_names) else None
+    if cfg.DATASETS.CAMERAS == "infer" and last is not None:
+        cams = last["cams"]  # the pseudo-cameras training used
+        cam_names = [f"pseudo-camera {c + 1}" for c in range(int(cams.max()) + 1)]
+    analysis.plot_tsne(feats, cams, labels, os.path.join(out, "tsne.png"), max_points=tsne_points,
+                       cam_names=cam_names)
 
     test = load_dataset(cfg, cfg.DATASETS.TESTS[0])
-    qf = extract_features(model, [q[0] for q in test.query], cfg, desc="query features")
-    gf = extract_features(model, [g[0] for g in test.gallery], cfg, desc="gallery features")
-    analysis.plot_ranked_lists(test.query, test.gallery, qf, gf, os.path.join(out, "ranked_lists.png"),
-                               num_queries=queries, topk=topk)
-    write_report(out, output_dir, cfg, rows, table, ckpt)
+    has_test = getattr(test, "has_test_split", True)
+    if has_test:
+        qf = extract_features(model, [q[0] for q in test.query], cfg, desc="query features")
+        gf = extract_features(model, [g[0] for g in test.gallery], cfg, desc="gallery features")
+        analysis.plot_ranked_lists(test.query, test.gallery, qf, gf, os.path.join(out, "ranked_lists.png"),
+                                   num_queries=queries, topk=topk)
+    write_report(out, output_dir, cfg, rows, table, ckpt, has_test)
     return out
 
 
-def write_report(out, output_dir, cfg, rows, table, ckpt):
+def write_report(out, output_dir, cfg, rows, table, ckpt, has_test=True):
     evals = [r for r in rows if "mAP" in r]
     lines = [f"# Training report: `{output_dir}`", "",
              f"Checkpoint: `{ckpt or 'none (untrained weights)'}`. Method: `{cfg.MODEL.META_ARCHITECTURE}`, "
@@ -100,9 +110,17 @@ def write_report(out, output_dir, cfg, rows, table, ckpt):
                   "|---" * (len(table[next(iter(table))]) + 1) + "|"]
         lines += [f"| {name} | " + " | ".join(f"{v:.3f}" for v in vals.values()) + " |" for name, vals in table.items()]
         lines += ["", "![label quality](quality.png)", ""]
+    if not has_test:
+        lines += ["No labeled test split: mAP, Rank-k and ranked lists need `query/` and `bounding_box_test/` "
+                  "with Market names (`<person id>_c<camera>_...jpg`).", ""]
+    if not table:
+        lines += ["No person ids in the training set: label quality against ground truth is not measured; the "
+                  "curves below show what the labels look like (clusters, sizes, cameras per cluster, discards).", ""]
     lines += ["## Over epochs", "", "![curves](curves.png)", "", "Data: `curves.csv`.", "",
-              "## Features", "", "![t-SNE](tsne.png)", "", "## Ranked lists", "", "![ranked lists](ranked_lists.png)", "",
-              "## CALR settings", "", "```", cfg.CALR.dump().strip(), "```", ""]
+              "## Features", "", "![t-SNE](tsne.png)", ""]
+    if has_test:
+        lines += ["## Ranked lists", "", "![ranked lists](ranked_lists.png)", ""]
+    lines += ["## CALR settings", "", "```", cfg.CALR.dump().strip(), "```", ""]
     with open(os.path.join(out, "report.md"), "w") as f:
         f.write("\n".join(lines))
 
@@ -119,7 +137,7 @@ def main(argv=None):
     except CalrError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {out}/: tsne.png quality.png curves.png curves.csv ranked_lists.png report.md")
+    print(f"wrote {out}/: " + " ".join(sorted(os.listdir(out))))
     return 0
 
 

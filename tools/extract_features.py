@@ -4,8 +4,9 @@
     python tools/extract_features.py --config-file configs/CALR/cuhk01_mobilenetv2.yml \\
         --out feats/cuhk01 [--split train|query|gallery] [MODEL.WEIGHTS model_final.pth]
 
-Writes OUT/features.npy (N x D float32, L2-normalised, eval mode) and OUT/names.txt (the N
-image file names, Market style), in the same order. Without MODEL.WEIGHTS the features
+Writes OUT/features.npy (N x D float32, L2-normalised, eval mode), OUT/names.txt (the N
+image file names) and OUT/cams.txt (their cameras: the camera folder's name, or the
+0-based camera index), in the same order. Without MODEL.WEIGHTS the features
 are the (pretrained) backbone's zero-shot ones.
 """
 import argparse
@@ -30,7 +31,7 @@ def main(argv=None):
         from fastreid.utils.checkpoint import Checkpointer
 
         from calr_plugin.features import extract_features
-        from calr_plugin.trainer import load_dataset
+        from calr_plugin.data.build import load_dataset
         from calr_plugin.utils.atomic import atomic_write_bytes, atomic_write_text
 
         cfg = load_config(args.config_file, args.opts, freeze=False)
@@ -38,6 +39,9 @@ def main(argv=None):
         cfg.freeze()
         model = CALRTrainer.build_model(cfg)
         if cfg.MODEL.WEIGHTS:
+            from calr_plugin.checkpoint import check_head_matches
+
+            check_head_matches(model, cfg.MODEL.WEIGHTS)
             Checkpointer(model).load(cfg.MODEL.WEIGHTS)
         names = cfg.DATASETS.NAMES if args.split == "train" else cfg.DATASETS.TESTS
         items = []
@@ -45,6 +49,7 @@ def main(argv=None):
             items += getattr(load_dataset(cfg, name), args.split)
         items.sort(key=lambda it: it[0])
         paths = [it[0] for it in items]
+        cams = [str(it[2]).split("_", 1)[-1] if args.split == "train" else str(it[2]) for it in items]
         feats = extract_features(model, paths, cfg)
         os.makedirs(args.out, exist_ok=True)
         import io
@@ -53,6 +58,7 @@ def main(argv=None):
         np.save(buf, feats)
         atomic_write_bytes(os.path.join(args.out, "features.npy"), buf.getvalue())
         atomic_write_text(os.path.join(args.out, "names.txt"), "".join(os.path.basename(q) + "\n" for q in paths))
+        atomic_write_text(os.path.join(args.out, "cams.txt"), "".join(c + "\n" for c in cams))
         print(f"wrote {feats.shape[0]} x {feats.shape[1]} features and names to {args.out}")
     except CalrError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -8,12 +8,19 @@ Shape shorthand: N images, D feature dims.
         [--preset default|paper|code] [--k 15 --min-sim 0.5 --min-size 5 --pivot-rule ... \\
          --refine-mode ... --decay ... --camera-centre --knn-method ... --seed 0] \\
         [--out-labels labels.npz]
+    python tools/pseudo_labels.py --features F.npy --names names.txt --suggest [--cams cams.txt] \
+        [--camera-centre --ims-per-batch 32 --stage1-ims-per-batch 32 --json out.json]
 
 F.npy: (N, D) float features, one row per line of names.txt. names.txt: N Market-style image
 names such as ``0001_c1s1_000151_01.jpg`` (id 1, camera 1); ids are used only for the
 metrics and cameras become 0-based. The stage-1 step (per-camera Jaccard + average linkage)
 runs unless ``--local-labels`` gives an (N,) integer array. Bad inputs give a one-line
 ``error:`` message and exit code 2.
+
+``--suggest`` prints the values the ``auto`` config keys would take for these features (the
+rules of ``calr_plugin/labels/auto.py``, which read no id); cameras come from the names, or
+from ``--cams`` (one camera name per line, as ``tools/extract_features.py`` writes for
+camera folders), and then the names need not be Market-style.
 
 This script loads ``calr_plugin.labels`` without running ``calr_plugin/__init__`` (which
 imports torch and fastreid), so it starts in about a second.
@@ -43,6 +50,7 @@ if "calr_plugin" not in sys.modules:
     _stub.__path__ = list(_spec.submodule_search_locations)
     sys.modules["calr_plugin"] = _stub
 
+from calr_plugin.labels.auto import suggest_settings  # noqa: E402
 from calr_plugin.labels.knn import KNN_METHODS  # noqa: E402
 from calr_plugin.labels.metrics import cluster_metrics  # noqa: E402
 from calr_plugin.labels.pipeline import LabelParams, stage1_labels, stage2_labels  # noqa: E402
@@ -128,7 +136,37 @@ def _clean(obj):
     return obj
 
 
-def run(args) -> dict:
+def read_cams(path: Path, n: int) -> np.ndarray:
+    """(N,) int64 0-based cameras from a text file of N camera names (any strings)."""
+    try:
+        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    except OSError as e:
+        raise InputError(f"cannot read cameras file {path}: {e.strerror}")
+    if len(lines) != n:
+        raise InputError(f"{path} has {len(lines)} cameras but the features have {n} rows")
+    return np.unique(lines, return_inverse=True)[1].astype(np.int64)
+
+
+def suggest(args, feats: np.ndarray) -> dict:
+    """The auto values for these features (no id is read)."""
+    if args.cams:
+        cams = read_cams(Path(args.cams), len(feats))
+    else:
+        names, _, cams = parse_names(Path(args.names))
+        if len(names) != len(feats):
+            raise InputError(f"{args.features} has {feats.shape[0]} rows but {args.names} has {len(names)} names")
+    for flag in ("ims_per_batch", "stage1_ims_per_batch"):
+        if getattr(args, flag) < 1:
+            raise InputError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    t0 = time.perf_counter()
+    s = suggest_settings(feats, cams, args.ims_per_batch, args.stage1_ims_per_batch, args.camera_centre,
+                         args.k1 or 15, args.k2 or 4, args.seed or 0)
+    return {"values": s.values, "rules": s.rules, "images_per_person_and_camera": s.m,
+            "num_cameras": s.num_cameras, "kept_edge_fraction": s.kept_edge_fraction,
+            "seconds": round(time.perf_counter() - t0, 3)}
+
+
+def load_features(args) -> np.ndarray:
     feats = load_array(Path(args.features), "features")
     if feats.ndim != 2 or feats.shape[0] == 0 or feats.shape[1] == 0:
         raise InputError(f"features must be a non-empty (N, D) array, got shape {feats.shape} in {args.features}")
@@ -139,6 +177,11 @@ def run(args) -> dict:
     if bad.any():
         raise InputError(f"features contain NaN/inf in {int(bad.sum())} rows (first: row {int(np.argmax(bad))}) "
                          f"in {args.features}")
+    return feats
+
+
+def run(args) -> dict:
+    feats = load_features(args)
     names, ids, cams = parse_names(Path(args.names))
     if len(names) != feats.shape[0]:
         raise InputError(f"{args.features} has {feats.shape[0]} rows but {args.names} has {len(names)} names")
@@ -249,14 +292,24 @@ def main(argv=None) -> int:
                     help="subtract per-camera mean features (also reports the result without)")
     ap.add_argument("--seed", type=int)
     ap.add_argument("--infomap-trials", type=int)
+    ap.add_argument("--suggest", action="store_true", help="print the values the auto config keys would take")
+    ap.add_argument("--cams", help="with --suggest: text file, N camera names (instead of Market names)")
+    ap.add_argument("--ims-per-batch", type=int, default=64, help="with --suggest: images per process and step")
+    ap.add_argument("--stage1-ims-per-batch", type=int, default=64, help="with --suggest: stage-1 images per step")
     args = ap.parse_args(argv)
     try:
-        report = run(args)
+        report = suggest(args, load_features(args)) if args.suggest else run(args)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     report = _clean(report)
-    print_summary(report)
+    if args.suggest:
+        print(f"m = {report['images_per_person_and_camera']:.2f} images per person and camera, "
+              f"{report['num_cameras']} cameras")
+        for key, value in report["values"].items():
+            print(f"{key} {value}    # {report['rules'][key]}")
+    else:
+        print_summary(report)
     if args.json:
         try:
             Path(args.json).write_text(json.dumps(report, indent=2) + "\n")

@@ -16,6 +16,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import calr_plugin  # noqa: E402,F401  (applies the FastReID shims, registers our modules)
 from calr_plugin import CALRTrainer, CalrError, load_config, setup_run  # noqa: E402
+from calr_plugin.checkpoint import check_head_matches  # noqa: E402
+from calr_plugin.data.build import NoTestSplit  # noqa: E402
 from calr_plugin.utils.atomic import atomic_write_text  # noqa: E402
 from fastreid.engine import default_argument_parser, launch  # noqa: E402
 from fastreid.utils import comm  # noqa: E402
@@ -37,6 +39,7 @@ def main(args):
         if args.eval_only:
             model = CALRTrainer.build_model(cfg)
             if cfg.MODEL.WEIGHTS:
+                check_head_matches(model, cfg.MODEL.WEIGHTS)
                 Checkpointer(model).load(cfg.MODEL.WEIGHTS)
             else:
                 logging.getLogger("fastreid").warning(
@@ -44,6 +47,9 @@ def main(args):
                     + ("the pretrained backbone (zero-shot)" if cfg.MODEL.BACKBONE.PRETRAIN
                        else "a randomly initialised model (MODEL.BACKBONE.PRETRAIN is False)"))
             results = CALRTrainer.test(cfg, model)
+            if not results:
+                raise NoTestSplit(f"--eval-only: nothing to evaluate in DATASETS.TESTS {tuple(cfg.DATASETS.TESTS)}: "
+                                  f"mAP needs a labeled test split (query/ and bounding_box_test/ with Market names)")
             if comm.is_main_process():
                 # For scripts (tools/compare_runs.py, bench/real_data.py): eval-only writes no metrics.json.
                 atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "eval_results.json"),

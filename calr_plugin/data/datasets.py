@@ -15,6 +15,7 @@ import numpy as np
 
 from fastreid.data.datasets import DATASET_REGISTRY
 from fastreid.data.datasets.bases import ImageDataset
+from fastreid.data.datasets.msmt17 import MSMT17
 
 from ..errors import DataError
 
@@ -53,13 +54,65 @@ def resolve_folder(folder, root):
                     f"{', '.join(s + '/' for s in SPLITS)}")
 
 
+def list_images(folder, recursive=False):
+    """Sorted image paths in ``folder`` (and its sub-folders when ``recursive``)."""
+    pattern = os.path.join(glob.escape(folder), "**", "*") if recursive else os.path.join(glob.escape(folder), "*")
+    return sorted(p for p in glob.glob(pattern, recursive=recursive)
+                  if p.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(p))
+
+
+def camera_folders(train_dir):
+    """The unlabeled training images of a ``train/<camera>/**/*.jpg`` folder, by camera.
+
+    Any folder name is a camera (``entrance``, ``Lobby 2``, ``cam07``); images may sit in
+    nested sub-folders of their camera folder. No person id is read.
+
+    Args:
+        train_dir (str): the ``train/`` folder.
+    Returns:
+        dict[str, list[str]]: camera folder name -> sorted image paths, cameras in sorted
+        order; empty camera folders and one-image cameras are left out with a warning.
+    Raises:
+        DataError: images directly under ``train/`` (no camera), or no camera with images.
+    """
+    loose = list_images(train_dir)
+    if loose:
+        raise DataError(f"{train_dir}: {len(loose)} images directly under train/ (e.g. "
+                        f"{os.path.basename(loose[0])}); put each camera's images in its own sub-folder, "
+                        f"train/<camera>/")
+    cameras = {}
+    for name in sorted(os.listdir(train_dir)):
+        folder = os.path.join(train_dir, name)
+        if not os.path.isdir(folder):
+            continue
+        files = list_images(folder, recursive=True)
+        if not files:
+            logger.warning(f"{folder}: camera folder has no images ({', '.join(IMAGE_EXTENSIONS)}); skipped")
+        elif len(files) == 1:
+            # Stage 1 clusters within a camera and the camera classifier needs a class with
+            # more than one sample: one image is almost surely a stray file.
+            logger.warning(f"{folder}: camera folder has a single image; a camera needs at least 2; skipped")
+        else:
+            cameras[name] = files
+    if not cameras:
+        raise DataError(f"{train_dir}: no camera sub-folder with at least 2 images; expected "
+                        f"train/<camera>/*.jpg")
+    return cameras
+
+
 @DATASET_REGISTRY.register()
 class ReIDFolder(ImageDataset):
-    """Any Market-1501-layout folder: ``bounding_box_train/``, ``query/``, ``bounding_box_test/``.
+    """A folder of camera crops, in either of two layouts (told apart by what it holds).
+
+    * Market-1501: ``bounding_box_train/``, ``query/``, ``bounding_box_test/``, file names
+      ``<pid>_c<cam>...`` (pid -1 = junk, dropped); any number of cameras.
+    * Unlabeled cameras: ``train/<camera>/**/*.jpg``, the camera being the sub-folder
+      (any name); no person id is needed or read (train pids are None). An optional
+      labeled test split, ``query/`` and ``bounding_box_test/`` with Market names, is
+      evaluated with its own cameras; without one, ``query`` and ``gallery`` are empty.
 
     Select it with ``DATASETS.NAMES ("ReIDFolder",)`` and/or ``DATASETS.TESTS
-    ("ReIDFolder",)`` and point ``DATASETS.FOLDER`` at the folder. File names are
-    ``<pid>_c<cam>...`` (pid -1 = junk, dropped); any number of cameras.
+    ("ReIDFolder",)`` and point ``DATASETS.FOLDER`` at the folder.
     """
 
     dataset_name = "reidfolder"
@@ -67,27 +120,53 @@ class ReIDFolder(ImageDataset):
 
     def __init__(self, root="datasets", folder="", **kwargs):
         self.data_dir = resolve_folder(folder, root)
-        for split in SPLITS:
-            if not os.path.isdir(os.path.join(self.data_dir, split)):
-                raise DataError(f"{self.data_dir}: split folder {split}/ is missing; expected "
-                                f"{', '.join(s + '/' for s in SPLITS)}")
-        self._files = {split: self._list(split) for split in SPLITS}
-        cams = sorted({parse_name(p)[1] for files in self._files.values() for p in files})
-        self.cam_index = {c: i for i, c in enumerate(cams)}
+        train_dir = os.path.join(self.data_dir, "train")
+        market_train = os.path.join(self.data_dir, SPLITS[0])
+        if os.path.isdir(train_dir) and os.path.isdir(market_train):
+            raise DataError(f"{self.data_dir}: holds both train/ (camera folders) and bounding_box_train/ "
+                            f"(Market names); keep one layout")
+        self.layout = "cameras" if os.path.isdir(train_dir) else "market"
         kwargs.pop("synthetic", None)
-        super().__init__(lambda: self._items("bounding_box_train", True),
-                         lambda: self._items("query", False),
-                         lambda: self._items("bounding_box_test", False), **kwargs)
+        if self.layout == "market":
+            for split in SPLITS:
+                if not os.path.isdir(os.path.join(self.data_dir, split)):
+                    raise DataError(f"{self.data_dir}: split folder {split}/ is missing; expected "
+                                    f"{', '.join(s + '/' for s in SPLITS)}, or train/<camera>/ folders")
+            self._files = {split: self._list(split) for split in SPLITS}
+            cams = sorted({parse_name(p)[1] for files in self._files.values() for p in files})
+            self.cam_index = {c: i for i, c in enumerate(cams)}
+            train = lambda: self._items("bounding_box_train", True)  # noqa: E731
+        else:
+            self.camera_names = camera_folders(train_dir)
+            test_splits = [s for s in SPLITS[1:] if os.path.isdir(os.path.join(self.data_dir, s))]
+            if len(test_splits) == 1:
+                raise DataError(f"{self.data_dir}: has {test_splits[0]}/ but not "
+                                f"{({*SPLITS[1:]} - {*test_splits}).pop()}/; a test split needs both")
+            self._files = {s: self._list(s) for s in test_splits}
+            cams = sorted({parse_name(p)[1] for files in self._files.values() for p in files})
+            self.cam_index = {c: i for i, c in enumerate(cams)}
+            train = self._camera_items
+        super().__init__(train, lambda: self._items("query", False), lambda: self._items("bounding_box_test", False),
+                         **kwargs)
+
+    @property
+    def has_test_split(self):
+        return "query" in self._files
 
     def _list(self, split):
         d = os.path.join(self.data_dir, split)
-        files = sorted(p for p in glob.glob(os.path.join(d, "*"))
-                       if p.lower().endswith(IMAGE_EXTENSIONS))
+        files = list_images(d)
         if not files:
             raise DataError(f"{d}: no images ({', '.join(IMAGE_EXTENSIONS)}) in this split")
         return files
 
+    def _camera_items(self):
+        return [(path, None, f"{self.dataset_name}_{cam}")
+                for cam in self.camera_names for path in self.camera_names[cam]]
+
     def _items(self, split, is_train):
+        if split not in self._files:
+            return []  # camera-folder layout without a test split
         items = []
         for path in self._files[split]:
             pid, cam = parse_name(path)
@@ -101,6 +180,13 @@ class ReIDFolder(ImageDataset):
         if not items:
             raise DataError(f"{os.path.join(self.data_dir, split)}: every image is junk (pid -1)")
         return items
+
+    def show_train(self):
+        if self.layout == "market":
+            return super().show_train()
+        counts = ", ".join(f"{name!r} {len(files)}" for name, files in self.camera_names.items())
+        logger.info(f"=> Loaded {self.__class__.__name__}: {len(self.train)} unlabeled training images from "
+                    f"{len(self.camera_names)} camera folders ({counts})")
 
 
 @DATASET_REGISTRY.register()
@@ -122,6 +208,23 @@ class CALRSynthetic(ReIDFolder):
         synthetic_data.generate(spec, out_dir)
         kwargs.pop("folder", None)
         super().__init__(root=root, folder=out_dir, **kwargs)
+
+
+@DATASET_REGISTRY.register()
+class MSMT17TrainVal(MSMT17):
+    """MSMT17 trained on ``list_train.txt`` + ``list_val.txt`` (32,621 images), as the paper
+    and the authors' code do; FastReID's MSMT17 trains on list_train only (30,248), and its
+    only switch, DATASETS.COMBINEALL, would also train on the query and gallery images.
+    Query and gallery are MSMT17's. Use ``DATASETS.NAMES ("MSMT17TrainVal",)``.
+    """
+
+    def __init__(self, root="datasets", **kwargs):
+        kwargs.pop("combineall", None)
+        kwargs.pop("folder", None)
+        kwargs.pop("synthetic", None)
+        super().__init__(root=root, **kwargs)
+        self._train = self.train + self.process_dir(self.train_dir, self.list_val_path)
+        self.data = self._train
 
 
 def synthetic_spec_from(options):
@@ -146,9 +249,14 @@ class TrainSet:
     Attributes:
         paths (list[str]): N image paths.
         cams (ndarray): (N,) int64 camera index 0..C-1.
+        cam_names (list[str]): C camera names (folder names, or numbers as written).
         gt (ndarray | None): (N,) int64 ground-truth ids, for reporting label quality
-            only; training never reads them.
+            only; training never reads them. None without ids (camera folders).
+        given_cams (ndarray | None): (N,) the folders' or names' cameras when ``cams``
+            holds inferred pseudo-cameras (``DATASETS.CAMERAS infer``), for reporting.
     """
+
+    given_cams = None
 
     def __init__(self, items, keep_gt=True):
         items = sorted(items, key=lambda it: it[0])
@@ -156,7 +264,9 @@ class TrainSet:
         cam_names = sorted({it[2] for it in items})
         cam_index = {c: i for i, c in enumerate(cam_names)}
         self.cams = np.array([cam_index[it[2]] for it in items], dtype=np.int64)
-        if keep_gt:
+        # "reidfolder_Lobby 2" -> "Lobby 2": the camera folder's (or number's) own name.
+        self.cam_names = [str(c).split("_", 1)[-1] for c in cam_names]
+        if keep_gt and all(it[1] is not None for it in items):
             pid_names = sorted({it[1] for it in items})
             pid_index = {p: i for i, p in enumerate(pid_names)}
             self.gt = np.array([pid_index[it[1]] for it in items], dtype=np.int64)
@@ -176,5 +286,7 @@ class TrainSet:
         idx = np.flatnonzero(mask)
         out.paths = [self.paths[i] for i in idx]
         out.cams = self.cams[idx]
+        out.cam_names = self.cam_names
         out.gt = None if self.gt is None else self.gt[idx]
+        out.given_cams = None if self.given_cams is None else self.given_cams[idx]
         return out

@@ -40,9 +40,10 @@ class PseudoLabelSampler(Sampler):
         num_instances (int): I.
         seed (int): seeds the whole stream (shared by every rank).
         cross_camera (bool): the authors' RandomMultipleGallerySampler: a random anchor,
-            then members from *other* cameras than the anchor (without replacement when
-            there are enough), falling back to any other member; a one-image cluster
-            repeats its image.
+            then I-1 members from *other* cameras than the anchor (without replacement
+            when at least I such images exist, as the authors' ``>= num_instances``),
+            falling back to any other member; a one-image cluster contributes its image
+            once, as theirs does (so in this mode a batch may split a cluster).
         rank, world_size (int): this rank's slice of each global batch.
     """
 
@@ -68,11 +69,11 @@ class PseudoLabelSampler(Sampler):
         anchor = rng.choice(members)
         others = members[members != anchor]
         if len(others) == 0:
-            return np.full(k, anchor)
+            return np.array([anchor])
         pool = others[self.cams[others] != self.cams[anchor]]
         if len(pool) == 0:
             pool = others
-        rest = rng.choice(pool, k - 1, replace=len(pool) < k - 1)
+        rest = rng.choice(pool, k - 1, replace=len(pool) < k)
         return np.concatenate([[anchor], rest])
 
     def _stream(self):

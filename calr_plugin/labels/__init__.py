@@ -13,7 +13,7 @@ from .pipeline import LabelParams, Stage2Result, stage1_labels, stage2_labels
 from .pivots import all_pairs_mean_distance, pivot_scores, select_pivots
 from .refine import refine_labels, relabel_contiguous
 from .schedules import DECAY_KINDS, decay_p
-from .weights import cluster_weights, weighted_mean_nan_safe, weights_for_epoch
+from .weights import cluster_weights
 
 __all__ = [
     "GlobalClusters", "infomap_cluster", "knn_edges", "relabel_by_first_member",
@@ -24,5 +24,5 @@ __all__ = [
     "all_pairs_mean_distance", "pivot_scores", "select_pivots",
     "refine_labels", "relabel_contiguous",
     "DECAY_KINDS", "decay_p",
-    "cluster_weights", "weighted_mean_nan_safe", "weights_for_epoch",
+    "cluster_weights",
 ]

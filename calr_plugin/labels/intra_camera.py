@@ -37,6 +37,8 @@ __all__ = [
     "intra_camera_labels",
     "LocalLabels",
     "num_local_clusters",
+    "jaccard_average_linkage",
+    "cut_tree",
 ]
 
 
@@ -167,7 +169,7 @@ def jaccard_distance(features: np.ndarray, k1: int = 15, k2: int = 4) -> np.ndar
     return out
 
 
-def _cut_tree(z: np.ndarray, n: int, n_clusters: int) -> np.ndarray:
+def cut_tree(z: np.ndarray, n: int, n_clusters: int) -> np.ndarray:
     # Same partition as sklearn's _hc_cut: undoing the last n_clusters - 1 merges equals
     # keeping the first n - n_clusters. Roots are found by pointer jumping (log depth passes).
     m = n - n_clusters
@@ -182,6 +184,24 @@ def _cut_tree(z: np.ndarray, n: int, n_clusters: int) -> np.ndarray:
             break
         parent = nxt
     return relabel_by_first_member(parent[:n])
+
+
+def jaccard_average_linkage(x: np.ndarray, k1: int = 15, k2: int = 4):
+    """Average-linkage tree of one camera's images on the k-reciprocal Jaccard distance.
+
+    Args:
+        x: (N_c, D) float32 contiguous features.
+    Returns:
+        tuple: scipy linkage matrix (N_c - 1, 4), and the sparse distances (rows, cols,
+        dist) of the pairs i < j with shared support (every other pair is at distance 1).
+    """
+    n = x.shape[0]
+    rows, cols, s, _ = _jaccard_overlap(x, k1, k2)
+    dist = _overlap_to_distance(s)
+    # Condensed index of (i, j), i < j, in scipy's squareform order.
+    cond = np.ones(n * (n - 1) // 2, dtype=np.float64)
+    cond[n * rows - rows * (rows + 1) // 2 + (cols - rows - 1)] = dist
+    return linkage(cond, method="average"), rows, cols, dist
 
 
 def cluster_camera(
@@ -207,14 +227,8 @@ def cluster_camera(
         return np.arange(n, dtype=np.int64), float("nan")
     if n_clusters == 1:
         return np.zeros(n, dtype=np.int64), float("nan")
-    rows, cols, s, _ = _jaccard_overlap(x, k1, k2)
-    dist = _overlap_to_distance(s)
-    # Condensed index of (i, j), i < j, in scipy's squareform order.
-    cond = np.ones(n * (n - 1) // 2, dtype=np.float64)
-    cond[n * rows - rows * (rows + 1) // 2 + (cols - rows - 1)] = dist
-    z = linkage(cond, method="average")
-    del cond
-    labels = _cut_tree(z, n, n_clusters)
+    z, rows, cols, dist = jaccard_average_linkage(x, k1, k2)
+    labels = cut_tree(z, n, n_clusters)
     score = float("nan")
     if silhouette:
         square = np.ones((n, n), dtype=np.float32)

@@ -4,6 +4,8 @@ Shape shorthand: N images, k neighbours per image (self included), D feature dim
 
 Eq. 4 (a harmonic-centrality-like utility):
     score(i) = sum_{j in top_k(i), j != i} 1 / (d_ij + mu),   d_ij = 1 - cos(f_i, f_j).
+top_k includes i itself, so the sum has k - 1 terms: 14 at the default k = 15, as the
+authors' ``get_links`` counts (the paper's "15 nearest neighbours" would be k = 16).
 Paper and authors' code differ (reference §6.3, §10 items 7-8), so both readings are options:
 
 - ``mean_dist``: "all_pairs" (paper: mu = mean distance over all pairs i != j) or "knn"

@@ -10,13 +10,13 @@ so single-camera clusters get 0 and clusters spread over many cameras weigh more
 is ``F.cross_entropy(logits, y, weight=w)``, a normalised weighted mean
 sum_i w_{y_i} CE_i / sum_i w_{y_i}, used only from epoch 5 ("warm-up"); before that the
 plain mean. If every sample of a batch has w = 0 that ratio is 0/0 = NaN in PyTorch
-(reference §9 item 11): the loss must then be 0 (see ``weighted_mean_nan_safe``).
+(reference §9 item 11): the loss must then be 0 (``calr_plugin.memory``, tested in tests/test_losses.py).
 """
 from typing import Optional
 
 import numpy as np
 
-__all__ = ["cluster_weights", "weights_for_epoch", "weighted_mean_nan_safe"]
+__all__ = ["cluster_weights"]
 
 
 def cluster_weights(labels: np.ndarray, cams: np.ndarray, num_clusters: Optional[int] = None) -> np.ndarray:
@@ -47,34 +47,3 @@ def cluster_weights(labels: np.ndarray, cams: np.ndarray, num_clusters: Optional
     with np.errstate(divide="ignore", invalid="ignore"):
         plogp = np.where(pi > 0, pi * np.log(pi), 0.0)
     return np.log1p(-plogp.sum(axis=1)).astype(np.float32)
-
-
-def weights_for_epoch(weights: np.ndarray, epoch: int, warmup_epochs: int = 5) -> Optional[np.ndarray]:
-    """The authors' weight warm-up: no weights (None = plain mean loss) before ``warmup_epochs``.
-
-    Args:
-        weights: (K,) float32 cluster weights.
-        epoch: 0-based epoch.
-        warmup_epochs: first epoch that uses the weights (authors: 5).
-
-    Returns:
-        ``weights`` from epoch ``warmup_epochs`` on, else None.
-    """
-    return weights if epoch >= warmup_epochs else None
-
-
-def weighted_mean_nan_safe(losses: np.ndarray, weights: np.ndarray) -> float:
-    """Reference for the training loss: sum_i w_i l_i / sum_i w_i, and 0 when sum_i w_i = 0.
-
-    Args:
-        losses: (B,) float per-sample losses (e.g. ClusterNCE CE_i).
-        weights: (B,) float per-sample weights w_{y_i} >= 0.
-
-    Returns:
-        float weighted mean; 0.0 (not NaN) when every weight is 0, so a batch drawn only
-        from single-camera clusters contributes no gradient instead of poisoning the model.
-    """
-    losses = np.asarray(losses, dtype=np.float64)
-    weights = np.asarray(weights, dtype=np.float64)
-    total = weights.sum()
-    return float((weights * losses).sum() / total) if total > 0 else 0.0

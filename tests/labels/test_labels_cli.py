@@ -51,6 +51,19 @@ def test_cli_writes_json_report(tmp_path):
     assert {"intra_camera", "knn", "infomap", "pivots", "refine", "weights"} <= set(rep["timings"])
     labels = np.load(tmp_path / "l.npz")
     assert labels["refined_labels"].shape == (180,) and labels["cams"].max() == 2  # 0-based
+    # The report is the library's result on the same inputs, not just numbers in range.
+    from calr_plugin.labels import LabelParams, cluster_metrics, decay_p, stage1_labels, stage2_labels
+
+    feats = np.load(tmp_path / "f.npy")
+    ids, cams = np.repeat(np.arange(12), 15), np.tile(np.repeat(np.arange(3), 5), 12)
+    params = LabelParams.defaults(camera_centre=True)
+    local = stage1_labels(feats, cams, params).labels
+    res = stage2_labels(feats, cams, local, 10, 50, params)
+    assert np.array_equal(labels["local_labels"], local) and np.array_equal(labels["refined_labels"], res.refined_labels)
+    assert rep["p"] == decay_p("cosine", 10, 50, 0.75) == res.p
+    expected = cluster_metrics(res.refined_labels, ids)
+    assert all(rep["refined"][k] == (expected[k] if not np.isnan(expected[k]) else None) for k in KEYS)
+    assert rep["discard_ratio"] == res.discard_ratio and rep["kept_edge_fraction"] == res.kept_edge_fraction
 
 
 def test_cli_local_labels_and_preset(tmp_path):

@@ -4,8 +4,7 @@ import math
 import numpy as np
 import pytest
 
-from calr_plugin.labels import (DECAY_KINDS, cluster_weights, decay_p, weighted_mean_nan_safe,
-                                weights_for_epoch)
+from calr_plugin.labels import DECAY_KINDS, cluster_weights, decay_p
 
 
 @pytest.mark.parametrize("kind", DECAY_KINDS)
@@ -60,11 +59,3 @@ def test_eq6_reference_values():
     np.testing.assert_allclose(w[:6], [0.527, 0.281, 0.741, 1.027, 0.0, math.log(1 + math.log(2))], atol=1e-3)
     assert w[0] == pytest.approx(math.log(1 + math.log(2)), abs=1e-6)
     assert w[6] == 0.0  # empty cluster
-
-
-def test_weights_warmup_and_nan_safe_mean():
-    w = np.ones(3, dtype=np.float32)
-    assert weights_for_epoch(w, 4, warmup_epochs=5) is None
-    assert weights_for_epoch(w, 5, warmup_epochs=5) is w
-    assert weighted_mean_nan_safe([1.0, 3.0], [1.0, 3.0]) == pytest.approx(2.5)
-    assert weighted_mean_nan_safe([1.0, 3.0], [0.0, 0.0]) == 0.0  # not NaN

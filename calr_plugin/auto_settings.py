@@ -1,0 +1,168 @@
+"""Settings from the unlabeled data at start-up: inferred cameras and every ``auto`` key.
+
+Shape shorthand: N training images, D feature dims, C cameras.
+
+When ``DATASETS.CAMERAS infer`` is set or a key of ``config.AUTO_KEYS`` is ``auto``, the
+CALR trainer calls ``resolve`` before it builds its model: the untrained model (the
+pretrained backbone, or MODEL.WEIGHTS) extracts the (N, D) training features once, rank 0
+infers pseudo-cameras (``labels.cameras``) and chooses the values (``labels.auto``), and
+every rank gets the same result. Person ids are never read (the ground-truth cameras only
+for reporting agreement). The choice, its evidence and the cameras go to
+``OUTPUT_DIR/auto_settings.json`` (atomically); a rerun or ``--resume`` with the same
+images and inputs reuses that file, so a resumed run trains with the same values.
+"""
+import hashlib
+import json
+import logging
+import os
+
+import numpy as np
+from fastreid.utils import comm
+
+from .config import AUTO_KEYS, _get, is_auto
+from .errors import DataError
+from .utils.atomic import atomic_write_text
+
+logger = logging.getLogger("fastreid." + __name__)  # shares FastReID's console and log.txt
+
+FILE = "auto_settings.json"
+
+
+def camera_agreement(inferred, given):
+    """ARI and purity of inferred cameras against the given ones.
+
+    Args:
+        inferred, given: (N,) int camera ids.
+    Returns:
+        dict: ``ari`` and ``purity`` (share of images in their pseudo-camera's majority camera).
+    """
+    from sklearn.metrics import adjusted_rand_score
+
+    cells, counts = np.unique(np.stack([inferred, given]), axis=1, return_counts=True)
+    majority = np.zeros(int(np.max(inferred)) + 1)
+    np.maximum.at(majority, cells[0], counts)
+    return {"ari": float(adjusted_rand_score(given, inferred)), "purity": float(majority.sum() / len(inferred))}
+
+
+def _inputs(cfg, train_set, requested):
+    """What the choice depends on; a saved choice is reused only when all of it matches."""
+    digest = hashlib.sha1("\n".join(os.path.basename(p) for p in train_set.paths).encode()).hexdigest()
+    return {"images": digest, "num_images": len(train_set), "requested": requested,
+            "cameras": cfg.DATASETS.CAMERAS, "num_cameras": str(cfg.DATASETS.NUM_CAMERAS),
+            "given_cameras": train_set.cams.tolist() if cfg.DATASETS.CAMERAS == "given" else None,
+            "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(),
+            "stage1_ims_per_batch": cfg.CALR.STAGE1.IMS_PER_BATCH, "camera_centre": cfg.CALR.CLUSTER.CAMERA_CENTRE,
+            "k1": cfg.CALR.STAGE1.K1, "k2": cfg.CALR.STAGE1.K2, "seed": cfg.SEED,
+            "weights": cfg.MODEL.WEIGHTS or cfg.MODEL.BACKBONE.PRETRAIN_PATH}
+
+
+def choose(cfg, train_set, feats, requested):
+    """The whole choice from the (N, D) features, as a JSON-able dict (rank 0)."""
+    from .labels.auto import suggest_settings
+    from .labels.cameras import infer_cameras
+
+    seed = max(cfg.SEED, 0)
+    out = {}
+    cams = train_set.cams
+    if cfg.DATASETS.CAMERAS == "infer":
+        want = None if is_auto(cfg.DATASETS.NUM_CAMERAS) else int(cfg.DATASETS.NUM_CAMERAS)
+        if want is not None and want > len(train_set) // 2:
+            raise DataError(f"DATASETS.NUM_CAMERAS = {want}: more cameras than {len(train_set)} training images "
+                            f"can fill with 2 images each")
+        r = infer_cameras(feats, want, seed=seed)
+        cams = r.cams
+        out["cameras"] = {"num_cameras": r.num_cameras, "chosen_by": r.chosen_by,
+                          "laplacian_eigenvalues": [round(float(v), 4) for v in r.eigenvalues[:9]],
+                          "sizes": np.bincount(cams).tolist(), "cams": cams.tolist()}
+        if train_set.num_cameras > 1:  # the folders' or names' cameras: reported, never used
+            out["cameras"].update(camera_agreement(cams, train_set.cams))
+    if requested:
+        per_process = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+        s = suggest_settings(feats, cams, per_process, cfg.CALR.STAGE1.IMS_PER_BATCH,
+                             cfg.CALR.CLUSTER.CAMERA_CENTRE, cfg.CALR.STAGE1.K1, cfg.CALR.STAGE1.K2, seed)
+        out["values"] = {k: s.values[k] for k in requested}
+        out["rules"] = {k: s.rules[k] for k in requested}
+        out["images_per_person_and_camera"] = s.m
+        out["kept_edge_fraction"] = s.kept_edge_fraction
+    return out
+
+
+def _log(result):
+    cam = result.get("cameras")
+    if cam:
+        agree = (f"; against the given cameras ARI {cam['ari']:.3f}, purity {cam['purity']:.3f}"
+                 if "ari" in cam else "")
+        logger.info(f"auto: {cam['num_cameras']} pseudo-cameras (by {cam['chosen_by']}: spectral clustering of "
+                    f"the untrained features' 30-NN graph; Laplacian eigenvalues {cam['laplacian_eigenvalues'][:5]}), "
+                    f"sizes {cam['sizes']}{agree}")
+    for key, value in result.get("values", {}).items():
+        logger.info(f"auto: {key} = {value}  [{result['rules'][key]}]")
+
+
+def resolve(cfg, train_set, build_model):
+    """Resolve inferred cameras and ``auto`` keys; a no-op when none is asked for.
+
+    Args:
+        cfg (CfgNode): the CALR config (frozen).
+        train_set (TrainSet): the training images; its ``cams`` are replaced by the
+            pseudo-cameras when ``DATASETS.CAMERAS infer`` (the given ones move to
+            ``given_cams``).
+        build_model (callable): cfg -> model, to extract the untrained features.
+    Returns:
+        CfgNode: a frozen copy with every auto value filled in.
+    """
+    from .features import extract_features
+    from .hooks import broadcast_from_main
+
+    requested = [k for k in AUTO_KEYS if k != "DATASETS.NUM_CAMERAS" and is_auto(_get(cfg, k))]
+    if cfg.DATASETS.CAMERAS != "infer" and not requested:
+        return cfg
+    inputs = _inputs(cfg, train_set, requested)
+    path = os.path.join(cfg.OUTPUT_DIR, FILE)
+    result = None
+    if comm.is_main_process() and os.path.isfile(path):
+        with open(path) as f:
+            saved = json.load(f)
+        if saved.get("inputs") == inputs:
+            result = saved
+            logger.info(f"auto: reusing {path} (same images and inputs)")
+    reuse = broadcast_from_main(result is not None)
+    if not reuse:
+        logger.info("auto: extracting the untrained model's training features to choose "
+                    + ", ".join((["cameras"] if cfg.DATASETS.CAMERAS == "infer" else []) + requested))
+        probe = cfg.clone()
+        probe.defrost()
+        probe.CALR.ALIGN.NUM_CAMERAS = 0  # no camera classifier: features only
+        probe.freeze()
+        import torch
+
+        # A seeded model that leaves the run's RNG stream as it was: the choice does not
+        # depend on what ran before, and training draws the same numbers with or without it.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(max(cfg.SEED, 0))
+            model = build_model(probe)
+        if cfg.MODEL.WEIGHTS:
+            from fastreid.utils.checkpoint import Checkpointer
+
+            Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+        feats = extract_features(model, train_set.paths, probe, desc="auto features")
+        del model
+        if comm.is_main_process():
+            result = dict(choose(cfg, train_set, feats, requested), inputs=inputs)
+            atomic_write_text(path, json.dumps(result, indent=1))
+    result = broadcast_from_main(result)
+    if comm.is_main_process():
+        _log(result)
+    if "cameras" in result:
+        train_set.given_cams = train_set.cams
+        train_set.cams = np.asarray(result["cameras"]["cams"], dtype=np.int64)
+    cfg = cfg.clone()
+    cfg.defrost()
+    for key, value in result.get("values", {}).items():
+        node = cfg
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    cfg.freeze()
+    return cfg

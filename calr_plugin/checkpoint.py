@@ -1,0 +1,41 @@
+"""Loading MODEL.WEIGHTS into a model whose head may not be the one it was trained with.
+
+FastReID's Checkpointer loads with ``strict=False`` and only logs what it skipped, so a GeM
+checkpoint loaded into a GAP config silently drops the pooling exponent and changes every
+feature (and a GAP checkpoint into a GeM config leaves p at its initial value). What the
+feature depends on is the backbone plus the head's pooling and BN neck; the identity
+classifier, the cluster memory and the camera classifier are not part of it.
+"""
+import torch
+
+from .errors import ConfigError
+
+# Head modules that shape the evaluated feature (EmbeddingHead: pool_layer -> bottleneck).
+FEATURE_HEAD_PREFIXES = ("heads.pool_layer.", "heads.bottleneck.")
+
+
+def check_head_matches(model, path):
+    """Raise if the checkpoint's pooling/neck keys differ from the model's.
+
+    Args:
+        model (nn.Module): the model the weights are about to be loaded into.
+        path (str): a FastReID checkpoint (``{"model": state_dict, ...}``) or a bare state_dict.
+    Raises:
+        ConfigError: naming the file, the keys on either side, and what to set.
+    """
+    model = model.module if hasattr(model, "module") else model  # DDP
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    weights = state.get("model", state) if isinstance(state, dict) else {}
+    mine = {k for k in model.state_dict() if k.startswith(FEATURE_HEAD_PREFIXES)}
+    theirs = {k for k in weights if k.startswith(FEATURE_HEAD_PREFIXES)}
+    if not theirs:
+        return  # a backbone-only file (e.g. ImageNet weights): the head starts fresh by design
+    only_theirs, only_mine = sorted(theirs - mine), sorted(mine - theirs)
+    if only_theirs or only_mine:
+        pooling = any("pool_layer" in k for k in only_theirs + only_mine)
+        hint = ("MODEL.HEADS.POOL_LAYER (e.g. GeneralizedMeanPoolingP for a GeM checkpoint, GlobalAvgPool "
+                "otherwise)" if pooling else "MODEL.HEADS.WITH_BNNECK / NECK_FEAT")
+        raise ConfigError(f"MODEL.WEIGHTS {path}: the checkpoint's head does not match this config's "
+                          f"(only in the checkpoint: {only_theirs or 'none'}; only in the model: "
+                          f"{only_mine or 'none'}); its features would change. Set {hint} as in the config "
+                          f"it was trained with")
