@@ -19,7 +19,7 @@ install: $(STAMP)
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -e '.[dev,deploy]'
 	# After our dependencies, with --no-deps: installed before them, pip's resolver printed a
 	# red "ERROR: ... fastreid 1.4.0 requires torch==1.13.1" (harmless: its pin has no 3.11 build).
 	$(PIP) install -q --no-deps $(FASTREID)
@@ -40,6 +40,8 @@ demo: install $(DEMO_WEIGHTS)
 	$(PY) tools/train_net.py --config-file configs/CALR/demo_synthetic_baseline.yml
 	$(PY) tools/train_net.py --config-file configs/CALR/demo_synthetic.yml
 	$(PY) tools/compare_runs.py output/demo_synthetic_baseline output/demo_synthetic
+	$(PY) tools/export_onnx.py --config-file configs/CALR/demo_synthetic.yml --out output/demo_synthetic/model.onnx \
+		MODEL.WEIGHTS output/demo_synthetic/model_final.pth
 
 clean:
 	rm -rf output build *.egg-info

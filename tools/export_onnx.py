@@ -1,0 +1,92 @@
+#!/usr/bin/env python
+"""Export a trained model to ONNX and check it against PyTorch on real images.
+
+    python tools/export_onnx.py --config-file configs/CALR/cuhk01_mobilenetv2.yml \\
+        MODEL.WEIGHTS output/real/cuhk01/calr_s1/model_final.pth --out calr_cuhk01.onnx
+
+The graph (calr_plugin/export.py): input ``images`` (B, 3, H, W) float32 RGB 0-255 at
+INPUT.SIZE_TEST, B dynamic, normalised inside; output ``features`` (B, D) float32, to be
+L2-normalised for cosine matching as FastReID's evaluator does. After writing the file it
+runs ONNX Runtime on --check-images images of the config's test split (its training images
+when there is none), prints the largest difference against PyTorch, and exits 1 above
+--tolerance. ONNX Runtime: ``pip install -e .[deploy]`` (``make install`` does).
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import calr_plugin  # noqa: E402,F401
+from calr_plugin import CALRTrainer, CalrError, load_config  # noqa: E402
+
+
+def check_images(cfg, n):
+    """(n, 3, H, W) float32 RGB 0-255 tensors of real images through FastReID's test transform."""
+    import torch
+    from fastreid.data.transforms import build_transforms
+    from PIL import Image
+
+    from calr_plugin.data.build import has_test_split, load_dataset
+
+    name = (cfg.DATASETS.TESTS or cfg.DATASETS.NAMES)[0]
+    with_test, _ = has_test_split(cfg, name) if name == "ReIDFolder" else (True, None)
+    data = load_dataset(cfg, name)
+    items = (data.query + data.gallery) if with_test else data.train
+    if not items:
+        raise CalrError(f"dataset {name}: no image to check the export on")
+    step = max(1, len(items) // n)
+    transform = build_transforms(cfg, is_train=False)
+    return torch.stack([transform(Image.open(p).convert("RGB")) for p, _, _ in items[::step][:n]]).float()
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--out", required=True, help="the .onnx file to write")
+    p.add_argument("--check-images", type=int, default=8, help="real images to compare on (0: skip)")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed |PyTorch - ONNX| feature value")
+    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides (e.g. MODEL.WEIGHTS)")
+    args = p.parse_args(argv)
+    try:
+        from fastreid.utils.checkpoint import Checkpointer
+
+        from calr_plugin.checkpoint import check_head_matches
+        from calr_plugin.export import export_onnx, max_difference
+
+        cfg = load_config(args.config_file, args.opts + ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False"],
+                          freeze=False)
+        cfg.CALR.ALIGN.NUM_CAMERAS = 0  # the camera classifier is training-only
+        if cfg.MODEL.WEIGHTS:
+            cfg.MODEL.BACKBONE.PRETRAIN = False  # the checkpoint holds every weight
+        cfg.freeze()
+        model = CALRTrainer.build_model(cfg).eval()
+        if cfg.MODEL.WEIGHTS:
+            check_head_matches(model, cfg.MODEL.WEIGHTS)
+            Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+        else:
+            print("warning: no MODEL.WEIGHTS: exporting the untrained (pretrained-backbone) model", file=sys.stderr)
+        h, w = cfg.INPUT.SIZE_TEST
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        export_onnx(model, args.out, h, w, args.opset)
+        print(f"wrote {args.out}: input images (B, 3, {h}, {w}) float32 RGB 0-255 (normalised inside with mean "
+              f"{[round(v, 3) for v in cfg.MODEL.PIXEL_MEAN]}, std {[round(v, 3) for v in cfg.MODEL.PIXEL_STD]}); output features (B, "
+              f"{cfg.MODEL.HEADS.EMBEDDING_DIM or cfg.MODEL.BACKBONE.FEAT_DIM}) float32, L2-normalise for cosine")
+        if args.check_images > 0:
+            images = check_images(cfg, args.check_images)
+            diff, scale = max_difference(model, args.out, images)
+            print(f"ONNX Runtime vs PyTorch on {len(images)} real images: max |difference| {diff:.3g} "
+                  f"(features up to {scale:.3g}; tolerance {args.tolerance:g})")
+            if diff > args.tolerance:
+                print(f"error: {args.out}: ONNX Runtime differs from PyTorch by {diff:.3g} > {args.tolerance:g}",
+                      file=sys.stderr)
+                return 1
+    except CalrError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

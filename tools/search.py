@@ -1,0 +1,165 @@
+#!/usr/bin/env python
+"""Find a person from one camera in the others: index a gallery, rank it for query images.
+
+    python tools/search.py --config-file configs/CALR/cuhk01_mobilenetv2.yml \\
+        MODEL.WEIGHTS logs/cuhk01/model_final.pth --gallery /data/my_cameras \\
+        --query crops/person1.jpg crops/person2.jpg --out search/ [--topk 10] [--onnx model.onnx]
+    python tools/search.py --config-file ... MODEL.WEIGHTS ... --gallery ../shared/data/cuhk01 --evaluate --out eval/
+
+The gallery is a folder in any layout (Market: its bounding_box_test/; camera folders:
+train/<camera>/; or any folder of crops, the camera being the first sub-folder). Its features
+are saved in --index (default OUT/index) with each file's size and mtime: a rerun extracts
+only new or changed images. Features come from the PyTorch checkpoint, or from an exported
+ONNX file with --onnx (tools/export_onnx.py; the config still gives the input size).
+Matches come from the other cameras (the query's camera: the gallery's for a gallery image,
+else c<N> of a Market name, else its folder's name); --same-camera keeps its own. Writes OUT/matches.csv and OUT/matches.json
+(query, rank, image, camera, cosine distance,
+same person when both names carry an id) and OUT/matches.png (query left, matches right;
+green / red when ids are known). --evaluate ranks the folder's query/ against its gallery
+and prints FastReID's mAP and Rank-k (Market protocol), as --eval-only does.
+"""
+import argparse
+import csv
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import calr_plugin  # noqa: E402,F401
+from calr_plugin import CALRTrainer, CalrError, load_config  # noqa: E402
+
+
+def build_embedder(cfg, onnx):
+    from fastreid.utils.checkpoint import Checkpointer
+
+    from calr_plugin.checkpoint import check_head_matches
+    from calr_plugin.search import Embedder, fingerprint
+
+    if onnx:
+        if not os.path.isfile(onnx):
+            raise CalrError(f"--onnx {onnx}: file not found")
+        return Embedder(cfg, onnx=onnx, fingerprint="onnx:" + fingerprint(onnx))
+    model = CALRTrainer.build_model(cfg).eval()
+    if cfg.MODEL.WEIGHTS:
+        check_head_matches(model, cfg.MODEL.WEIGHTS)
+        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+    else:
+        print("warning: no MODEL.WEIGHTS: searching with the untrained (pretrained-backbone) model", file=sys.stderr)
+    return Embedder(cfg, model=model, fingerprint="torch:" + fingerprint(cfg.MODEL.WEIGHTS,
+                                                                         cfg.MODEL.BACKBONE.PRETRAIN_PATH))
+
+
+def plot(query_items, gallery_items, dists, idx, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    k = idx.shape[1]
+    fig, axes = plt.subplots(len(query_items), k + 1, figsize=(1.25 * (k + 1), 2.6 * len(query_items)), squeeze=False)
+    for row, q in enumerate(query_items):
+        cells = [(q[0], f"query\n{q[2]}", "black")]
+        for d, j in zip(dists[row], idx[row]):
+            if j < 0:
+                break
+            g = gallery_items[j]
+            known = q[1] is not None and g[1] is not None
+            color = ("green" if g[1] == q[1] else "red") if known else "grey"
+            cells.append((g[0], f"{g[2]}\n{d:.3f}", color))
+        for ax in axes[row][len(cells):]:
+            ax.axis("off")
+        for ax, (img, title, color) in zip(axes[row], cells):
+            ax.imshow(Image.open(img).convert("RGB"))
+            ax.set_title(title, fontsize=7, color=color)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_edgecolor(color)
+                spine.set_linewidth(3 if color != "black" else 1)
+    fig.suptitle("Matches: camera and cosine distance (green same person, red other, grey unknown)", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config-file", required=True)
+    p.add_argument("--gallery", required=True, help="folder to search in")
+    p.add_argument("--query", nargs="*", default=[], help="query image files")
+    p.add_argument("--evaluate", action="store_true", help="rank the folder's query/ and print mAP / Rank-k")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--index", help="index folder (default OUT/index)")
+    p.add_argument("--onnx", help="use an exported ONNX file instead of the PyTorch checkpoint")
+    p.add_argument("--topk", type=int, default=10)
+    p.add_argument("--same-camera", action="store_true",
+                   help="also match gallery images from the query's own camera (left out by default)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides (e.g. MODEL.WEIGHTS)")
+    args = p.parse_args(argv)
+    try:
+        from calr_plugin.search import GalleryIndex, _item, evaluate, gallery_items
+
+        if not args.query and not args.evaluate:
+            raise CalrError("nothing to search for: give --query IMAGE [...] or --evaluate")
+        if args.topk < 1:
+            raise CalrError(f"--topk {args.topk}: expected an integer >= 1")
+        cfg = load_config(args.config_file, args.opts + ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False"],
+                          freeze=False)
+        cfg.CALR.ALIGN.NUM_CAMERAS = 0  # inference only
+        if cfg.MODEL.WEIGHTS:
+            cfg.MODEL.BACKBONE.PRETRAIN = False
+        cfg.freeze()
+        embed = build_embedder(cfg, args.onnx)
+        gallery = gallery_items(args.gallery)
+        index = GalleryIndex(args.index or os.path.join(args.out, "index"))
+        extracted = index.update(gallery, embed)
+        print(f"gallery: {len(gallery)} images, {extracted} extracted now, {len(gallery) - extracted} reused "
+              f"from {index.folder}")
+        os.makedirs(args.out, exist_ok=True)
+        if args.evaluate:
+            queries = gallery_items(args.gallery, split="query")
+            if any(q[1] is None for q in queries) or any(g[1] is None for g in gallery):
+                raise CalrError(f"{args.gallery}: --evaluate needs query/ and bounding_box_test/ with Market names")
+            results = evaluate(embed([q[0] for q in queries], desc="query features"), queries, index.feats, gallery)
+            print("  ".join(f"{k} {v:.2f}" for k, v in results.items()))
+            with open(os.path.join(args.out, "eval_results.json"), "w") as f:
+                json.dump(results, f, indent=1)
+        if args.query:
+            missing = [q for q in args.query if not os.path.isfile(q)]
+            if missing:
+                raise CalrError(f"query image not found: {missing[0]}")
+            # The query's camera: the gallery's name for it when it is a gallery image, else
+            # c<N> of a Market name, else its folder's name.
+            in_gallery = {os.path.abspath(g[0]): g[2] for g in gallery}
+            queries = [_item(os.path.abspath(q)) for q in args.query]
+            queries = [(p_, pid, in_gallery.get(p_, cam if cam != "-" else os.path.basename(os.path.dirname(p_))))
+                       for p_, pid, cam in queries]
+            exclude = None if args.same_camera else [q[2] if q[2] != "-" else None for q in queries]
+            dists, idx = index.search(embed([q[0] for q in queries], desc="query features"), args.topk, exclude)
+            rows = []
+            for q, ds, js in zip(queries, dists, idx):
+                for rank, (d, j) in enumerate(zip(ds, js), 1):
+                    if j < 0:
+                        break
+                    g = gallery[j]
+                    same = None if q[1] is None or g[1] is None else bool(q[1] == g[1])
+                    rows.append({"query": q[0], "rank": rank, "image": g[0], "camera": g[2],
+                                 "distance": round(float(d), 6), "same_person": same})
+            with open(os.path.join(args.out, "matches.csv"), "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                w.writeheader()
+                w.writerows(rows)
+            with open(os.path.join(args.out, "matches.json"), "w") as f:
+                json.dump(rows, f, indent=1)
+            plot(queries, gallery, dists, idx, os.path.join(args.out, "matches.png"))
+            print(f"wrote {args.out}/matches.csv, matches.json, matches.png ({len(queries)} queries, top {args.topk})")
+    except CalrError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
