@@ -39,3 +39,31 @@ def check_head_matches(model, path):
                           f"(only in the checkpoint: {only_theirs or 'none'}; only in the model: "
                           f"{only_mine or 'none'}); its features would change. Set {hint} as in the config "
                           f"it was trained with")
+
+
+def load_inference_model(config_file, opts=()):
+    """A config's model on CPU in eval mode, with MODEL.WEIGHTS loaded (head checked first).
+
+    The camera classifier (training-only) is not built; with MODEL.WEIGHTS the pretrained
+    backbone file is not read (the checkpoint holds every weight).
+
+    Args:
+        config_file (str): a yacs config. opts (list[str]): KEY VALUE overrides.
+    Returns:
+        tuple: (frozen CfgNode, nn.Module).
+    """
+    from fastreid.utils.checkpoint import Checkpointer
+
+    from .config import load_config
+    from .trainer import CALRTrainer
+
+    cfg = load_config(config_file, list(opts) + ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False"], freeze=False)
+    cfg.CALR.ALIGN.NUM_CAMERAS = 0
+    if cfg.MODEL.WEIGHTS:
+        cfg.MODEL.BACKBONE.PRETRAIN = False
+    cfg.freeze()
+    model = CALRTrainer.build_model(cfg).eval()
+    if cfg.MODEL.WEIGHTS:
+        check_head_matches(model, cfg.MODEL.WEIGHTS)
+        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+    return cfg, model

@@ -18,7 +18,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import calr_plugin  # noqa: E402,F401
-from calr_plugin import CALRTrainer, CalrError, load_config  # noqa: E402
+from calr_plugin import CalrError  # noqa: E402
 
 
 def check_images(cfg, n):
@@ -50,22 +50,11 @@ def main(argv=None):
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides (e.g. MODEL.WEIGHTS)")
     args = p.parse_args(argv)
     try:
-        from fastreid.utils.checkpoint import Checkpointer
-
-        from calr_plugin.checkpoint import check_head_matches
+        from calr_plugin.checkpoint import load_inference_model
         from calr_plugin.export import export_onnx, max_difference
 
-        cfg = load_config(args.config_file, args.opts + ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False"],
-                          freeze=False)
-        cfg.CALR.ALIGN.NUM_CAMERAS = 0  # the camera classifier is training-only
-        if cfg.MODEL.WEIGHTS:
-            cfg.MODEL.BACKBONE.PRETRAIN = False  # the checkpoint holds every weight
-        cfg.freeze()
-        model = CALRTrainer.build_model(cfg).eval()
-        if cfg.MODEL.WEIGHTS:
-            check_head_matches(model, cfg.MODEL.WEIGHTS)
-            Checkpointer(model).load(cfg.MODEL.WEIGHTS)
-        else:
+        cfg, model = load_inference_model(args.config_file, args.opts)
+        if not cfg.MODEL.WEIGHTS:
             print("warning: no MODEL.WEIGHTS: exporting the untrained (pretrained-backbone) model", file=sys.stderr)
         h, w = cfg.INPUT.SIZE_TEST
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -27,24 +27,20 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import calr_plugin  # noqa: E402,F401
-from calr_plugin import CALRTrainer, CalrError, load_config  # noqa: E402
+from calr_plugin import CalrError, load_config  # noqa: E402
 
 
-def build_embedder(cfg, onnx):
-    from fastreid.utils.checkpoint import Checkpointer
-
-    from calr_plugin.checkpoint import check_head_matches
+def build_embedder(config_file, opts, onnx):
+    from calr_plugin.checkpoint import load_inference_model
     from calr_plugin.search import Embedder, fingerprint
 
     if onnx:
         if not os.path.isfile(onnx):
             raise CalrError(f"--onnx {onnx}: file not found")
+        cfg = load_config(config_file, list(opts), check=False)  # only its input size and transform
         return Embedder(cfg, onnx=onnx, fingerprint="onnx:" + fingerprint(onnx))
-    model = CALRTrainer.build_model(cfg).eval()
-    if cfg.MODEL.WEIGHTS:
-        check_head_matches(model, cfg.MODEL.WEIGHTS)
-        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
-    else:
+    cfg, model = load_inference_model(config_file, opts)
+    if not cfg.MODEL.WEIGHTS:
         print("warning: no MODEL.WEIGHTS: searching with the untrained (pretrained-backbone) model", file=sys.stderr)
     return Embedder(cfg, model=model, fingerprint="torch:" + fingerprint(cfg.MODEL.WEIGHTS,
                                                                          cfg.MODEL.BACKBONE.PRETRAIN_PATH))
@@ -105,13 +101,7 @@ def main(argv=None):
             raise CalrError("nothing to search for: give --query IMAGE [...] or --evaluate")
         if args.topk < 1:
             raise CalrError(f"--topk {args.topk}: expected an integer >= 1")
-        cfg = load_config(args.config_file, args.opts + ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False"],
-                          freeze=False)
-        cfg.CALR.ALIGN.NUM_CAMERAS = 0  # inference only
-        if cfg.MODEL.WEIGHTS:
-            cfg.MODEL.BACKBONE.PRETRAIN = False
-        cfg.freeze()
-        embed = build_embedder(cfg, args.onnx)
+        embed = build_embedder(args.config_file, args.opts, args.onnx)
         gallery = gallery_items(args.gallery)
         index = GalleryIndex(args.index or os.path.join(args.out, "index"))
         extracted = index.update(gallery, embed)
