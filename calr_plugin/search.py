@@ -12,8 +12,9 @@ Shape shorthand: N gallery images, Q queries, D feature dims, k matches per quer
   model's fingerprint; ``update`` extracts only new or changed files and drops removed ones.
   Exact inner-product search (one BLAS product per block of queries), optionally leaving
   out the query's own camera: at N = 100,000 and D = 1280 a query takes 0.07 s on 2
-  cores under load (bench/search_speed.py, docs/BENCHMARKS.md), so no approximate
-  index is built; the cost is linear in N (about a million images is where one would pay).
+  cores under load (bench/search_speed.py, docs/BENCHMARKS.md); the cost is linear in N, so
+  past a million images an HNSW index (saved next to the features) proposes candidates
+  that are re-ranked exactly.
 * ``evaluate``: mAP and CMC with FastReID's ``evaluate_rank`` on cosine distances (Market
   protocol), the numbers ``--eval-only`` prints for the same model and split.
 """
@@ -31,6 +32,9 @@ from .utils.atomic import atomic_write_bytes, atomic_write_text
 __all__ = ["gallery_items", "Embedder", "GalleryIndex", "evaluate"]
 
 MARKET = re.compile(r"^(-?\d+)_c(\d+)")
+# Exact search up to here: 0.07 s a query at 100,000 x 1280 on 2 cores (bench/search_speed.py),
+# linear in N, so about 0.7 s and 5 GB of features at a million; past that, HNSW candidates.
+APPROXIMATE_ABOVE = 1_000_000
 
 
 def _item(path, camera=None):
@@ -167,8 +171,11 @@ class GalleryIndex:
                 feats[i] = self.feats[r]
         if todo:
             feats[todo] = new
-        self.items, self.stamps, self.feats, self.fingerprint = list(items), stamps, feats, embed.fingerprint
-        self.save()
+        changed = bool(todo) or [tuple(it) for it in items] != self.items
+        self.items, self.stamps, self.feats, self.fingerprint = [tuple(it) for it in items], stamps, feats, \
+            embed.fingerprint
+        if changed:
+            self.save()
         return len(todo)
 
     def save(self):
@@ -178,11 +185,36 @@ class GalleryIndex:
         buf = io.BytesIO()
         np.save(buf, self.feats)
         atomic_write_bytes(os.path.join(self.folder, "features.npy"), buf.getvalue())
+        self._hnsw = None  # features.npy is newer now: a saved HNSW index is rebuilt when next needed
         atomic_write_text(os.path.join(self.folder, "gallery.json"),
                           json.dumps({"items": self.items, "stamps": self.stamps, "fingerprint": self.fingerprint}))
 
-    def search(self, queries, k, exclude_cameras=None, chunk=64):
-        """Top-k gallery images of each query by cosine similarity (exact).
+    def _approximate(self, queries, k, exclude_cameras):
+        """HNSW candidates (4k, or more with a camera left out), re-ranked exactly; None where
+        a query has fewer than k candidates left (the caller searches those exactly)."""
+        import faiss
+
+        path = os.path.join(self.folder, "hnsw.faiss")
+        if getattr(self, "_hnsw", None) is None:
+            if os.path.isfile(path) and os.path.getmtime(path) >= os.path.getmtime(
+                    os.path.join(self.folder, "features.npy")):
+                self._hnsw = faiss.read_index(path)
+            else:
+                self._hnsw = faiss.IndexHNSWFlat(self.feats.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
+                self._hnsw.hnsw.efConstruction = 80
+                self._hnsw.add(self.feats)
+                faiss.write_index(self._hnsw, path)
+        self._hnsw.hnsw.efSearch = max(128, 8 * k)
+        _, cand = self._hnsw.search(np.ascontiguousarray(queries, dtype=np.float32), 4 * k)
+        return cand
+
+    def search(self, queries, k, exclude_cameras=None, chunk=64, approximate_above=APPROXIMATE_ABOVE):
+        """Top-k gallery images of each query by cosine similarity.
+
+        Exact (one BLAS product per block of queries) up to ``approximate_above`` gallery
+        images; past it, an HNSW index (saved in the index folder) proposes 4k candidates
+        that are re-ranked exactly, and a query with fewer than k candidates left after the
+        camera filter is searched exactly.
 
         Args:
             queries (ndarray): (Q, D) float32 unit rows. k (int): matches per query.
@@ -201,17 +233,33 @@ class GalleryIndex:
         k = min(k, len(self.feats))
         dists = np.full((len(queries), k), np.inf, np.float32)
         idx = np.full((len(queries), k), -1, np.int64)
-        for s in range(0, len(queries), chunk):
-            sims = np.ascontiguousarray(queries[s:s + chunk], dtype=np.float32) @ self.feats.T  # (q, N) BLAS
-            for r in range(len(sims)):
+        exact = np.arange(len(queries))
+        if len(self.feats) > approximate_above:
+            cand = self._approximate(queries, k, exclude_cameras)
+            exact = []
+            for q, c in enumerate(cand):
+                c = c[c >= 0]
+                if exclude_cameras is not None and exclude_cameras[q] is not None:
+                    c = c[cams[c] != exclude_cameras[q]]
+                if len(c) < k:
+                    exact.append(q)
+                    continue
+                sims = self.feats[c] @ queries[q]
+                order = np.argsort(-sims, kind="stable")[:k]
+                dists[q], idx[q] = 1.0 - sims[order], c[order]
+            exact = np.array(exact, dtype=np.int64)
+        for s in range(0, len(exact), chunk):
+            rows_ = exact[s:s + chunk]
+            sims = np.ascontiguousarray(queries[rows_], dtype=np.float32) @ self.feats.T  # (q, N) BLAS
+            for r, q in enumerate(rows_):
                 row = sims[r]
-                if exclude_cameras is not None and exclude_cameras[s + r] is not None:
-                    row = np.where(cams == exclude_cameras[s + r], -np.inf, row)
+                if exclude_cameras is not None and exclude_cameras[q] is not None:
+                    row = np.where(cams == exclude_cameras[q], -np.inf, row)
                 top = np.argpartition(-row, k - 1)[:k] if k < len(row) else np.arange(len(row))
                 top = top[np.argsort(-row[top], kind="stable")]
                 top = top[np.isfinite(row[top])]
-                dists[s + r, :len(top)] = 1.0 - row[top]
-                idx[s + r, :len(top)] = top
+                dists[q, :len(top)] = 1.0 - row[top]
+                idx[q, :len(top)] = top
         return dists, idx
 
 

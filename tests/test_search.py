@@ -112,3 +112,29 @@ def test_clear_errors(setup, tmp_path):
     assert r.returncode == 2 and "broken.jpg: cannot read this image" in r.stderr
     r = run_search("--gallery", folder, "--out", str(tmp_path / "o"), *opts)
     assert r.returncode == 2 and "give --query IMAGE" in r.stderr
+
+
+def test_large_galleries_use_hnsw_candidates_with_the_exact_top_k(tmp_path):
+    """Past APPROXIMATE_ABOVE (lowered here) the search goes through a saved HNSW index; on a
+    gallery of well-separated people it returns the exact search's matches, camera filter included."""
+    import numpy as np
+
+    from calr_plugin.search import GalleryIndex
+
+    rng = np.random.default_rng(0)
+    people = rng.standard_normal((300, 64)).astype(np.float32)
+    feats = np.repeat(people, 4, axis=0) + 0.05 * rng.standard_normal((1200, 64)).astype(np.float32)
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    index = GalleryIndex(str(tmp_path))
+    index.items = [(f"g{i}.jpg", i // 4, f"cam{i % 4}") for i in range(1200)]
+    index.feats = feats
+    index.save()
+    queries = feats[::97] + 0.01
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    exclude = [f"cam{i % 4}" for i in range(0, 1200, 97)]
+    exact = index.search(queries, 3, exclude)
+    approx = index.search(queries, 3, exclude, approximate_above=100)
+    assert (tmp_path / "hnsw.faiss").is_file()
+    assert np.array_equal(exact[1], approx[1]) and np.allclose(exact[0], approx[0], atol=1e-5)
+    cams = np.array([it[2] for it in index.items])
+    assert all((cams[row] != exclude[q]).all() for q, row in enumerate(approx[1]))
