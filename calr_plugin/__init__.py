@@ -12,6 +12,7 @@ compat.apply()
 from .config import add_calr_config, load_config  # noqa: E402
 from .data import datasets  # noqa: E402,F401  (registers ReIDFolder, CALRSynthetic)
 from . import meta_arch  # noqa: E402,F401  (registers the CALR meta-architecture)
+from . import timm_backbone  # noqa: E402,F401  (registers build_timm_backbone)
 from .errors import CalrError, ConfigError, DataError  # noqa: E402
 from .trainer import CALRTrainer, setup_run  # noqa: E402
 

@@ -323,6 +323,27 @@ def _printer_same_iteration():
     CommonMetricPrinter.write = write
 
 
+@shim("regnet_yaml")
+def _regnet_yaml():
+    # build_regnet_backbone and build_effnet_backbone merge 'fastreid/modeling/backbones/regnet/
+    # <family>/<model>.yaml', a path relative to FastReID's source tree: the wheel ships those
+    # files, but from any other working directory both builders fail with FileNotFoundError.
+    # Resolve such a path against the installed fastreid package when it is not found as given.
+    import fastreid
+    from fastreid.modeling.backbones.regnet import config as regnet_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(fastreid.__file__)))
+    node_class = type(regnet_config.cfg)
+    original = node_class.merge_from_file
+
+    def merge_from_file(self, cfg_filename):
+        if not os.path.isfile(cfg_filename) and cfg_filename.startswith("fastreid/"):
+            cfg_filename = os.path.join(root, cfg_filename)
+        return original(self, cfg_filename)
+
+    node_class.merge_from_file = merge_from_file
+
+
 @shim("writers_per_key")
 def _writers_per_key():
     # JSONWriter and TensorboardXWriter remember one "last written iteration" for all

@@ -82,6 +82,8 @@ def add_calr_config(cfg):
     # 4 or 8 GPUs; 0 = over each process's batch (FastReID). The authors' 4-GPU
     # DataParallel recipe normalised 64-image chunks (Base-CALR-official.yml). See chunk_bn.py.
     _C.MODEL.BN_CHUNK = 0
+    # The timm model of MODEL.BACKBONE.NAME build_timm_backbone (calr_plugin/timm_backbone.py).
+    _C.MODEL.BACKBONE.TIMM_MODEL = ""
 
     # channels_last memory format on CUDA (faster convolutions with AMP).
     _C.SOLVER.CHANNELS_LAST = False

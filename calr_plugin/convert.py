@@ -295,7 +295,17 @@ def convert_deep_sort_mobilenetv2(out_path: str, src_path: Optional[str] = None)
     }
 
 
+def _efficientnet_lite(variant: int) -> Callable[[str], dict]:
+    def run(out_path: str) -> dict:
+        from .convert_effnet import convert_efficientnet_lite  # imports timm only when asked
+
+        return convert_efficientnet_lite(variant, out_path)
+
+    return run
+
+
 # Sources the CLI (tools/convert_weights.py) offers: name -> converter(out_path) -> report.
 SOURCES: Dict[str, Callable[[str], dict]] = {
     "deep-sort-mobilenetv2": convert_deep_sort_mobilenetv2,
+    **{f"efficientnet-lite{v}": _efficientnet_lite(v) for v in (0, 1, 2)},
 }

