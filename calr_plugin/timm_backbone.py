@@ -85,7 +85,7 @@ def build_timm_backbone(cfg):
                           f"channels; set MODEL.BACKBONE.FEAT_DIM {model.num_features}")
     if b.PRETRAIN:
         if not b.PRETRAIN_PATH:
-            raise ConfigError(f"MODEL.BACKBONE.PRETRAIN_PATH is empty: timm backbones load local weights only "
-                              f"(tools/convert_weights.py makes them), or set MODEL.BACKBONE.PRETRAIN False")
+            raise ConfigError("MODEL.BACKBONE.PRETRAIN_PATH is empty: timm backbones load local weights only "
+                              "(tools/convert_weights.py makes them), or set MODEL.BACKBONE.PRETRAIN False")
         _load(model, b.PRETRAIN_PATH, name)
     return TimmBackbone(model)
