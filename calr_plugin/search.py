@@ -21,24 +21,22 @@ Shape shorthand: N gallery images, Q queries, D feature dims, k matches per quer
 import hashlib
 import json
 import os
-import re
 
 import numpy as np
 
-from .data.datasets import IMAGE_EXTENSIONS, list_images
+from .data.datasets import IMAGE_EXTENSIONS, NAME_PATTERN, list_images
 from .errors import CalrError, DataError
 from .utils.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = ["gallery_items", "Embedder", "GalleryIndex", "evaluate"]
 
-MARKET = re.compile(r"^(-?\d+)_c(\d+)")
 # Exact search up to here: 0.07 s a query at 100,000 x 1280 on 2 cores (bench/search_speed.py),
 # linear in N, so about 0.7 s and 5 GB of features at a million; past that, HNSW candidates.
 APPROXIMATE_ABOVE = 1_000_000
 
 
 def _item(path, camera=None):
-    m = MARKET.match(os.path.basename(path))
+    m = NAME_PATTERN.match(os.path.basename(path))  # ReIDFolder's own Market-name rule
     pid = int(m.group(1)) if m else None
     cam = camera if camera is not None else (f"c{m.group(2)}" if m else "-")
     return path, pid, cam
