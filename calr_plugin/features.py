@@ -1,10 +1,26 @@
 """Batched, eval-mode feature extraction of the training images, sharded over ranks.
 
-Shape shorthand: N images, D feature dims.
+Shape shorthand: N images, B batch, D feature dims, H x W = INPUT.SIZE_TEST.
 
-Reuses FastReID's test pipeline: the test transform, ``InferenceSampler`` (each rank
-gets a contiguous shard) and ``inference_on_dataset`` (eval mode, no_grad). Shards are
-gathered in rank order, so every rank ends with the same (N, D) matrix in item order.
+Images go through FastReID's test transform and ``InferenceSampler`` (each rank gets a
+contiguous shard); shards are gathered in rank order, so every rank ends with the same
+(N, D) matrix in item order.
+
+The label step re-extracts every training image each epoch, and on a CPU that is most of
+the epoch. ``CALR.EXTRACT.ENGINE`` picks how the eval graph runs:
+
+* ``onnxruntime``: the eval graph is exported to a temporary ONNX file (about 0.6 s for
+  MobileNetV2) and run by ONNX Runtime; the features equal PyTorch's to float precision
+  (cosine >= 0.99999). On 2 cores it is several times PyTorch's eager CPU speed
+  (``bench/extract_speed.py``, docs/BENCHMARKS.md).
+* ``torch``: a copy of the model in eval mode and channels-last memory format, under
+  ``inference_mode`` (and float16 autocast on CUDA with SOLVER.AMP.ENABLED). The copy leaves
+  the training model's memory format, mode and DDP buckets alone.
+* ``auto``: ``onnxruntime`` on CPU when it is installed (``pip install -e .[deploy]``),
+  ``torch`` otherwise and on CUDA. Before use, the ONNX graph is run on 3 images of the first
+  batch and compared with PyTorch; a model that does not export, or whose graph fails or
+  differs there (a traced graph can bake in the export's batch size), falls back to
+  ``torch`` with a warning.
 
 With DDP, each rank's BatchNorm running statistics drift apart during training (the
 trainer wraps the model with ``broadcast_buffers=False``), and a shard extracted with
@@ -14,7 +30,11 @@ gives every rank rank 0's buffers first: the features (and the evaluation) then 
 one-process run of rank 0's checkpoint.
 """
 import contextlib
+import copy
+import logging
+import os
 import sys
+import tempfile
 
 import numpy as np
 import torch
@@ -22,33 +42,22 @@ import torch.nn.functional as F
 from fastreid.data import build_reid_test_loader
 from fastreid.data.common import CommDataset
 from fastreid.data.transforms import build_transforms
-from fastreid.evaluation import inference_on_dataset
-from fastreid.evaluation.evaluator import DatasetEvaluator
 from fastreid.utils import comm
 
+from .errors import CalrError
 
-class _Collector(DatasetEvaluator):
-    def reset(self):
-        self.feats = []
+__all__ = ["ENGINES", "broadcast_buffers", "extract_features", "resolve_engine"]
 
-    def process(self, inputs, outputs):
-        self.feats.append(outputs.detach().float().cpu())
+logger = logging.getLogger("fastreid." + __name__)
 
-    def evaluate(self):
-        local = torch.cat(self.feats) if self.feats else torch.zeros(0)
-        shards = comm.all_gather(local) if comm.get_world_size() > 1 else [local]
-        return torch.cat([s for s in shards if s.numel()])
+ENGINES = ("auto", "torch", "onnxruntime")
 
 
 class _Progress:
-    """A loader seen through a tqdm bar (main process, interactive terminal only; FastReID
-    logs plain "Inference done i/n" lines otherwise)."""
+    """A loader seen through a tqdm bar (main process, interactive terminal only)."""
 
     def __init__(self, loader, desc):
-        self.loader, self.desc, self.dataset = loader, desc, loader.dataset
-
-    def __len__(self):
-        return len(self.loader)
+        self.loader, self.desc = loader, desc
 
     def __iter__(self):
         from tqdm import tqdm
@@ -74,26 +83,152 @@ def broadcast_buffers(model):
                 dist.broadcast(buf, src=0)
 
 
+def _has_onnxruntime():
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def resolve_engine(engine, device):
+    """The engine ``CALR.EXTRACT.ENGINE`` means on ``device``.
+
+    Args:
+        engine (str): "auto", "torch" or "onnxruntime".
+        device (torch.device): where the model's parameters are.
+    Returns:
+        str: "torch" or "onnxruntime".
+    Raises:
+        CalrError: an unknown engine, onnxruntime asked for a CUDA model or not installed.
+    """
+    if engine not in ENGINES:
+        raise CalrError(f"CALR.EXTRACT.ENGINE must be one of {ENGINES}, got {engine!r}")
+    if engine == "auto":
+        return "onnxruntime" if device.type == "cpu" and _has_onnxruntime() else "torch"
+    if engine == "onnxruntime":
+        if device.type != "cpu":
+            raise CalrError(f"CALR.EXTRACT.ENGINE onnxruntime runs on CPU, the model is on {device}; use torch or auto")
+        if not _has_onnxruntime():
+            raise CalrError("CALR.EXTRACT.ENGINE onnxruntime: ONNX Runtime is not installed (pip install -e .[deploy])")
+    return engine
+
+
+def _torch_forward(module, cfg):
+    """(B, 3, H, W) images -> (B, D) features with an eval, channels-last copy of ``module``."""
+    device = next(module.parameters()).device
+    net = copy.deepcopy(module).eval().to(memory_format=torch.channels_last)
+    amp = cfg.SOLVER.AMP.ENABLED and device.type == "cuda"
+
+    def forward(images):
+        images = images.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        ctx = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
+        with torch.inference_mode(), ctx:
+            return net(images).float().cpu()
+
+    return forward, lambda: None
+
+
+def _onnx_forward(module, cfg):
+    """The same with ONNX Runtime on a temporary export of ``module``'s eval graph.
+
+    Returns (forward, cleanup, net): ``net`` is the exported eval copy, the PyTorch reference."""
+    import onnxruntime as ort
+
+    from .export import export_onnx
+
+    tmp = tempfile.mkdtemp(prefix="calr_extract_")
+    path = os.path.join(tmp, "model.onnx")
+    height, width = cfg.INPUT.SIZE_TEST
+    net = copy.deepcopy(module)  # a copy: export sets eval mode
+    export_onnx(net, path, height, width)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+    def forward(images):
+        out = session.run(["features"], {"images": images.numpy().astype(np.float32, copy=False)})[0]
+        return torch.from_numpy(out)
+
+    def cleanup():
+        os.remove(path)
+        os.rmdir(tmp)
+
+    return forward, cleanup, net
+
+
+def _checked_forward(module, cfg, probe, explicit):
+    """ONNX Runtime's forward if the export runs and matches PyTorch on ``probe``, else PyTorch's.
+
+    A traced graph can bake in the export's batch size (ShuffleNet's channel shuffle does) and
+    then fail, or worse, be wrong, on other batches, so a few real images are compared first.
+
+    Args:
+        module (nn.Module): the unwrapped model. cfg (CfgNode): the run's config.
+        probe (Tensor): (b, 3, H, W) images, b != the export's batch of 2 where possible.
+        explicit (bool): CALR.EXTRACT.ENGINE is "onnxruntime" (an error instead of a fallback).
+    Returns:
+        tuple: (forward, cleanup) callables.
+    """
+    try:
+        forward, cleanup, net = _onnx_forward(module, cfg)
+    except Exception as e:  # an op without an ONNX export: PyTorch still works
+        reason = f"the model does not export to ONNX ({type(e).__name__}: {e})"
+    else:
+        try:
+            with torch.inference_mode():
+                expected = net(probe).float()
+            got = forward(probe)
+            err = (got - expected).abs().max().item() if got.shape == expected.shape else float("inf")
+            if err <= 1e-3 * max(expected.abs().max().item(), 1.0):
+                return forward, cleanup
+            reason = f"its ONNX graph differs from PyTorch on {len(probe)} images (max |difference| {err:.3g})"
+        except Exception as e:
+            reason = f"its ONNX graph fails on {len(probe)} images ({type(e).__name__}: {e})"
+        cleanup()
+    if explicit:
+        raise CalrError(f"CALR.EXTRACT.ENGINE onnxruntime: {reason}")
+    logger.warning(f"feature extraction: {reason}; using PyTorch")
+    return _torch_forward(module, cfg)
+
+
 def extract_features(model, paths, cfg, desc="features"):
     """L2-normalised eval features of images, identical on every rank (rank 0's buffers).
 
     Args:
         model (nn.Module): the (possibly DDP-wrapped) model; returns (B, D) in eval mode.
+            Its mode, parameters and memory format are left as they were.
         paths (list[str]): N image paths.
         cfg (CfgNode): for INPUT.SIZE_TEST, TEST.IMS_PER_BATCH, DATALOADER.NUM_WORKERS,
-            SOLVER.AMP.ENABLED.
+            SOLVER.AMP.ENABLED and CALR.EXTRACT.ENGINE.
     Returns:
         ndarray: (N, D) float32.
     """
     broadcast_buffers(model)
+    module = model.module if hasattr(model, "module") else model
+    engine = resolve_engine(cfg.CALR.EXTRACT.ENGINE, next(module.parameters()).device)
     items = [(p, 0, 0) for p in paths]  # no identities: features only
     dataset = CommDataset(items, build_transforms(cfg, is_train=False), relabel=False)
     loader, _ = build_reid_test_loader(test_set=dataset, test_batch_size=cfg.TEST.IMS_PER_BATCH, num_query=0,
                                        num_workers=cfg.DATALOADER.NUM_WORKERS)
-    amp = cfg.SOLVER.AMP.ENABLED and torch.cuda.is_available()
-    ctx = torch.autocast("cuda", dtype=torch.float16) if amp else contextlib.nullcontext()
-    with ctx:
-        feats = inference_on_dataset(model, _Progress(loader, desc), _Collector())
+    forward = cleanup = None
+    local = []
+    try:
+        for batch in _Progress(loader, desc):
+            images = batch["images"]
+            if forward is None:  # built at the first batch: the ONNX check needs real images
+                if engine == "onnxruntime":
+                    explicit = cfg.CALR.EXTRACT.ENGINE == "onnxruntime"
+                    forward, cleanup = _checked_forward(module, cfg, images[:3], explicit)
+                else:
+                    forward, cleanup = _torch_forward(module, cfg)
+            local.append(forward(images))
+    finally:
+        if cleanup is not None:
+            cleanup()
+    local = torch.cat(local) if local else torch.zeros(0)
+    shards = comm.all_gather(local) if comm.get_world_size() > 1 else [local]
+    feats = torch.cat([s for s in shards if s.numel()])
     if len(feats) != len(paths):
         raise RuntimeError(f"extracted {len(feats)} features for {len(paths)} images")
     return F.normalize(feats.float(), dim=1).numpy().astype(np.float32, copy=False)
