@@ -17,7 +17,13 @@ The floor is the exact faiss kNN search alone, measured in the same run.
 
     python bench/label_step.py                       # MSMT17-sized stage-2 step
     python bench/label_step.py --intra               # stage-1 step on one 20,000-image camera
-    python bench/label_step.py --scale               # N = 1,000,000, D = 256, HNSW kNN
+    python bench/label_step.py --scale               # N = 1,000,000, D = 256, HNSW 32/100/96
+    python bench/label_step.py --fast hnsw           # exact vs the fast mode, one table
+
+``--fast METHOD`` runs the whole stage-2 step twice per round, with exact kNN and with METHOD
+(``--hnsw M EFC EF`` / ``--ivf NLIST NPROBE`` set it), and prints seconds, the ratio,
+recall@15 of the fast graph over all N rows against the exact one, cluster counts and the
+pairwise F of the fast labels against the exact labels (global and refined).
 """
 import argparse
 import json
@@ -43,7 +49,7 @@ if "calr_plugin" not in sys.modules:
 
 from calr_plugin.labels import (  # noqa: E402
     LabelParams, cluster_camera, cluster_metrics, cluster_weights, decay_p, infomap_cluster,
-    knn_recall, knn_search, pivot_scores, refine_labels, relabel_contiguous, select_pivots,
+    knn_recall, knn_search, label_agreement, pivot_scores, refine_labels, relabel_contiguous, select_pivots,
     stage2_labels,
 )
 from calr_plugin.labels.intra_camera import num_local_clusters  # noqa: E402
@@ -98,12 +104,17 @@ def fake_local_labels(ids, cams, seed=0, merge=0.15, split=0.15):
 # ----------------------------------------------------------------------------------- child
 def child(step, w, opts):
     ld = lambda name: np.load(w / f"{name}.npy")  # noqa: E731
-    params = LabelParams.paper(knn_method=opts["knn_method"])
+    knn_kwargs = opts.get("knn_kwargs", {})
+    params = LabelParams.paper(knn_method=opts["knn_method"], **knn_kwargs)
+    tag = opts.get("tag", "")
     info = {}
     if step in ("knn_floor", "knn"):
         x = ld("x")
-        method = "exact" if step == "knn_floor" else opts["knn_method"]
-        run = lambda: knn_search(x, params.k, method=method, seed=opts["seed"])  # noqa: E731
+        if step == "knn_floor":
+            run = lambda: knn_search(x, params.k, method="exact", seed=opts["seed"])  # noqa: E731
+        else:
+            run = lambda: knn_search(x, params.k, method=opts["knn_method"], seed=opts["seed"],  # noqa: E731
+                                     **knn_kwargs)
     elif step == "infomap":
         sims, idx = ld("sims"), ld("idx")
         run = lambda: infomap_cluster(sims, idx, params.min_sim, params.min_size, seed=opts["seed"])  # noqa: E731
@@ -154,8 +165,8 @@ def child(step, w, opts):
 
     if step in ("knn_floor", "knn"):
         if step == opts["save_from"]:
-            np.save(w / "sims.npy", out[0])
-            np.save(w / "idx.npy", out[1])
+            np.save(w / f"sims{tag}.npy", out[0])
+            np.save(w / f"idx{tag}.npy", out[1])
     elif step == "infomap":
         np.save(w / "global.npy", out.labels)
         info.update(kept_edge_fraction=out.kept_edge_fraction, num_clusters=out.num_clusters)
@@ -170,8 +181,8 @@ def child(step, w, opts):
     elif step == "stage2":
         info.update(timings=out.timings, p=out.p, discard_ratio=out.discard_ratio,
                     kept_edge_fraction=out.kept_edge_fraction, num_clusters=out.num_clusters)
-        np.save(w / "global.npy", out.global_labels)
-        np.save(w / "refined.npy", out.refined_labels)
+        np.save(w / f"global{tag}.npy", out.global_labels)
+        np.save(w / f"refined{tag}.npy", out.refined_labels)
     elif step == "recall":
         q_idx = ld("idx")[np.sort(np.random.default_rng(opts["seed"]).choice(
             len(x), opts["recall_queries"], replace=False))]
@@ -254,6 +265,39 @@ def parent_stage2(args, w, opts):
         print(f"{key}:", json.dumps({k: round(v, 4) for k, v in res["metrics"][key].items()}))
 
 
+def parent_compare(args, w, opts):
+    """Exact against ``args.knn_method`` on the same inputs: one table (see the docstring)."""
+    write_inputs(args, w)
+    exact = dict(opts, knn_method="exact", knn_kwargs={}, tag="_exact", save_from="knn_floor")
+    fast = dict(opts, tag="_fast", save_from="knn")
+    res = {"knn_exact": run_child("knn_floor", w, exact), "knn_fast": run_child("knn", w, fast)}
+    for r in range(args.repeat):  # alternate, keep the fastest whole step of each
+        for name, o in (("exact", exact), ("fast", fast)):
+            again = run_child("stage2", w, o)
+            if name not in res or again["seconds"] < res[name]["seconds"]:
+                res[name] = again
+    idx_e, idx_f = np.load(w / "idx_exact.npy"), np.load(w / "idx_fast.npy")
+    recall = knn_recall(idx_f, idx_e)
+    labels = {name: (np.load(w / f"global_{name}.npy"), np.load(w / f"refined_{name}.npy"))
+              for name in ("exact", "fast")}
+    ids = np.load(w / "ids.npy")
+    kw = ", ".join(f"{k} {v}" for k, v in opts["knn_kwargs"].items())
+    print("\n| kNN | kNN seconds | whole step seconds | x exact step | recall@15 (all N) | global clusters | "
+          "refined clusters | F global vs exact | F refined vs exact | F global vs ids | F refined vs ids |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, title, knn in (("exact", "exact", "knn_exact"), ("fast", f"{args.knn_method} ({kw})", "knn_fast")):
+        g, rf = labels[name]
+        print(f"| {title} | {res[knn]['seconds']:.2f} | {res[name]['seconds']:.2f} | "
+              f"{res[name]['seconds'] / res['exact']['seconds']:.3f} | "
+              f"{1.0 if name == 'exact' else recall:.4f} | {g.max() + 1} | {rf.max() + 1} | "
+              f"{label_agreement(g, labels['exact'][0]):.4f} | {label_agreement(rf, labels['exact'][1]):.4f} | "
+              f"{cluster_metrics(g, ids)['fscore']:.4f} | {cluster_metrics(rf, ids)['fscore']:.4f} |")
+    clusters = (labels["fast"][0].max() + 1) / (labels["exact"][0].max() + 1) - 1
+    print(f"\nfast whole step {res['fast']['seconds']:.2f} s (target <= 10 s), recall@15 {recall:.4f} "
+          f"(target >= 0.95), global clusters {clusters:+.1%} of exact (target within 2 %), pairwise F of the "
+          f"global labels vs exact {label_agreement(labels['fast'][0], labels['exact'][0]):.4f}")
+
+
 def parent_scale(args, w, opts):
     feat_mib = write_inputs(args, w)
     opts["save_from"] = "knn"
@@ -312,6 +356,12 @@ def main(argv=None):
     ap.add_argument("--scale", action="store_true", help="N=1e6, D=256, approximate kNN")
     ap.add_argument("--recall-queries", type=int, default=2000)
     ap.add_argument("--intra", action="store_true", help="stage-1 clustering of one camera")
+    ap.add_argument("--fast", default=None, choices=["hnsw", "ivf"],
+                    help="compare the whole stage-2 step with exact kNN and with this method")
+    ap.add_argument("--hnsw", type=int, nargs=3, default=None, metavar=("M", "EFC", "EF"),
+                    help="HNSW degree, efConstruction, efSearch (knn_search's defaults if not given)")
+    ap.add_argument("--ivf", type=int, nargs=2, default=None, metavar=("NLIST", "NPROBE"),
+                    help="IVF lists (0 = 4 sqrt(N)) and lists probed")
     ap.add_argument("--repeat", type=int, default=3, help="runs of the floor and whole step (min is kept)")
     ap.add_argument("--workdir", default=str(ROOT / "bench" / "out" / "label_step"))
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -328,7 +378,7 @@ def main(argv=None):
         args.n = args.n or (20000 if args.intra else 32621)
         args.d = args.d or 2048
         args.ids = args.ids or 1041
-        args.knn_method = args.knn_method or "exact"
+        args.knn_method = args.fast or args.knn_method or "exact"
     w.mkdir(parents=True, exist_ok=True)
     import faiss
     print(f"machine: {platform.machine()}, {os.cpu_count()} CPUs, "
@@ -338,13 +388,26 @@ def main(argv=None):
     print("command: python bench/label_step.py " + " ".join(argv if argv is not None else sys.argv[1:]))
     print(f"args: { {k: v for k, v in vars(args).items() if not k.startswith('child')} }", flush=True)
     p = decay_p("cosine", args.epoch, 50, 0.75)
-    opts = dict(knn_method=args.knn_method, seed=args.seed, epoch=args.epoch, max_epoch=50, p=p,
+    knn_kwargs = {}
+    if args.knn_method == "hnsw":
+        # Explicit, so the kNN child and the whole-step child build the same graph: --scale uses
+        # 32/100/96 (recall@15 0.967 at 1M in 511 s, docs/SCALING.md), the comparison the
+        # config's fast mode (LabelParams' defaults, 32/24/24).
+        fast = LabelParams()
+        m, efc, ef = args.hnsw or ((32, 100, 96) if args.scale else
+                                   (fast.hnsw_m, fast.hnsw_ef_construction, fast.hnsw_ef_search))
+        knn_kwargs.update(hnsw_m=m, hnsw_ef_construction=efc, hnsw_ef_search=ef)
+    if args.ivf:
+        knn_kwargs.update(ivf_nlist=args.ivf[0], ivf_nprobe=args.ivf[1])
+    opts = dict(knn_method=args.knn_method, knn_kwargs=knn_kwargs, seed=args.seed, epoch=args.epoch, max_epoch=50, p=p,
                 recall_queries=args.recall_queries, save_from="knn_floor" if args.knn_method == "exact" else "knn")
     t0 = time.perf_counter()
     if args.intra:
         parent_intra(args, w, opts)
     elif args.scale:
         parent_scale(args, w, opts)
+    elif args.fast:
+        parent_compare(args, w, opts)
     else:
         parent_stage2(args, w, opts)
     print(f"benchmark wall time {time.perf_counter() - t0:.0f} s")

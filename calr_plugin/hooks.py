@@ -46,7 +46,10 @@ def label_params(cfg):
     return LabelParams(
         k1=c.STAGE1.K1, k2=c.STAGE1.K2, local_ratio=c.STAGE1.CLUSTER_RATIO,
         local_num_clusters=c.STAGE1.NUM_CLUSTERS or None,
-        k=c.CLUSTER.K, min_sim=c.CLUSTER.MIN_SIM, min_size=c.CLUSTER.MIN_SIZE, knn_method=c.CLUSTER.KNN,
+        k=c.CLUSTER.K, min_sim=c.CLUSTER.MIN_SIM,
+        min_sim_quantile=c.CLUSTER.MIN_SIM_QUANTILE, min_size=c.CLUSTER.MIN_SIZE, knn_method=c.CLUSTER.KNN,
+        hnsw_m=c.CLUSTER.HNSW_M, hnsw_ef_construction=c.CLUSTER.HNSW_EF_CONSTRUCTION,
+        hnsw_ef_search=c.CLUSTER.HNSW_EF_SEARCH, ivf_nlist=c.CLUSTER.IVF_NLIST, ivf_nprobe=c.CLUSTER.IVF_NPROBE,
         camera_centre=c.CLUSTER.CAMERA_CENTRE, infomap_trials=c.CLUSTER.INFOMAP_TRIALS,
         pivot_rule=c.PIVOT.RULE, pivot_mean_dist=c.PIVOT.MEAN_DIST, pivot_neighbours=c.PIVOT.NEIGHBOURS,
         refine_enabled=c.REFINE.ENABLED, refine_mode=c.REFINE.MODE, decay=c.REFINE.DECAY,
@@ -197,6 +200,7 @@ class Stage2LabelHook(LabelHook):
             "calr/beta": self.beta(epoch),
             "calr/grl_lambda": self.grl_lambda(epoch),
             "calr/kept_edge_fraction": r.kept_edge_fraction,
+            "calr/min_sim": r.min_sim,
             "calr/num_pivots": int(r.pivots.sum()),
             "calr/label_seconds": r.timings.get("total", 0.0),
             "global_labels": r.global_labels,
@@ -214,6 +218,7 @@ class Stage2LabelHook(LabelHook):
         logger.info(
             f"epoch {epoch}: {r.num_clusters} clusters ({stats['calr/global_clusters']} global, "
             f"{stats['calr/outlier_fraction']:.1%} outliers), p={r.p:.3f}, discarded {r.discard_ratio:.1%}, "
+            f"min_sim {r.min_sim:.3f} keeps {r.kept_edge_fraction:.0%} of the kNN edges, "
             f"beta={stats['calr/beta']:g}, weights {'on' if use_weights else 'off'}"
             + (f", refined pairwise precision {stats['refined/precision']:.3f} "
                f"(global {stats['global/precision']:.3f})" if "refined/precision" in stats else ""))

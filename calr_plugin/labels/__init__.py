@@ -8,7 +8,7 @@ so the trainer, the CLI (``tools/pseudo_labels.py``) and the benchmark share one
 from .infomap_cluster import GlobalClusters, infomap_cluster, knn_edges, relabel_by_first_member
 from .intra_camera import LocalLabels, cluster_camera, intra_camera_labels, jaccard_distance
 from .knn import camera_centre, knn_recall, knn_search, l2_normalize
-from .metrics import METRIC_KEYS, cluster_metrics
+from .metrics import METRIC_KEYS, cluster_metrics, label_agreement
 from .pipeline import LabelParams, Stage2Result, stage1_labels, stage2_labels
 from .pivots import all_pairs_mean_distance, pivot_scores, select_pivots
 from .refine import refine_labels, relabel_contiguous
@@ -19,7 +19,7 @@ __all__ = [
     "GlobalClusters", "infomap_cluster", "knn_edges", "relabel_by_first_member",
     "LocalLabels", "cluster_camera", "intra_camera_labels", "jaccard_distance",
     "camera_centre", "knn_recall", "knn_search", "l2_normalize",
-    "METRIC_KEYS", "cluster_metrics",
+    "METRIC_KEYS", "cluster_metrics", "label_agreement",
     "LabelParams", "Stage2Result", "stage1_labels", "stage2_labels",
     "all_pairs_mean_distance", "pivot_scores", "select_pivots",
     "refine_labels", "relabel_contiguous",

@@ -22,7 +22,7 @@ from typing import Dict, Optional
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-__all__ = ["cluster_metrics", "METRIC_KEYS"]
+__all__ = ["cluster_metrics", "label_agreement", "METRIC_KEYS"]
 
 METRIC_KEYS = (
     "precision", "recall", "fscore", "expansion", "nmi", "ari", "clustered_fraction", "num_clusters"
@@ -93,3 +93,19 @@ def cluster_metrics(
         "clustered_fraction": float(c.mean()) if n else 0.0,
         "num_clusters": int(len(np.unique(pred[c]))),
     }
+
+
+def label_agreement(labels: np.ndarray, reference: np.ndarray) -> float:
+    """Pairwise F of one labelling against another (e.g. fast-kNN labels against exact ones).
+
+    Args:
+        labels: (N,) int labels, -1 = outlier (in no pair).
+        reference: (N,) int labels, -1 = outlier; its outliers count as singletons, so an
+            image clustered in ``labels`` but an outlier in ``reference`` costs precision.
+    Returns:
+        float in [0, 1]; 1.0 when both put the same images together (and both have pairs).
+    """
+    ref = np.asarray(reference, dtype=np.int64).copy()
+    out = ref < 0
+    ref[out] = ref.max(initial=0) + 1 + np.arange(out.sum())
+    return cluster_metrics(labels, ref)["fscore"]

@@ -108,3 +108,60 @@ def test_camera_centre_lets_cross_camera_pairs_match():
     # rank of the first other-camera neighbour that is the same person
     assert (cams[raw[:, 1:10]] == cams[:, None]).all()
     assert (pid[centred[:, 1:10]] == pid[:, None]).all()
+
+
+class _FakeGpuFaiss:
+    """What faiss-gpu adds, backed by the CPU index: lets the selection be tested without CUDA."""
+
+    made = 0
+
+    class StandardGpuResources:
+        def __init__(self):
+            _FakeGpuFaiss.made += 1
+
+    @staticmethod
+    def GpuIndexFlatIP(res, d):
+        import faiss
+
+        return faiss.IndexFlatIP(d)
+
+
+def test_gpu_selection_falls_back_to_cpu_without_cuda(monkeypatch):
+    import faiss
+
+    x = _unit(200, 16)
+    cpu = knn_search(x, k=6, use_gpu=False)
+    # A CPU-only faiss (no GPU classes) and a faiss-gpu build on a machine without CUDA
+    # (classes present, 0 devices) both run the CPU search under "auto".
+    for has_classes in (False, True):
+        with monkeypatch.context() as m:
+            if has_classes:
+                m.setattr(faiss, "StandardGpuResources", _FakeGpuFaiss.StandardGpuResources, raising=False)
+                m.setattr(faiss, "GpuIndexFlatIP", _FakeGpuFaiss.GpuIndexFlatIP, raising=False)
+            else:
+                m.delattr(faiss, "StandardGpuResources", raising=False)
+            m.setattr(faiss, "get_num_gpus", lambda: 0)
+            _FakeGpuFaiss.made = 0
+            auto = knn_search(x, k=6, use_gpu="auto")
+            assert _FakeGpuFaiss.made == 0
+            np.testing.assert_array_equal(auto[1], cpu[1])
+            with pytest.raises(ValueError, match="no GPU"):
+                knn_search(x, k=6, use_gpu=True)
+
+
+def test_gpu_is_chosen_when_faiss_sees_one(monkeypatch):
+    import faiss
+
+    x = _unit(200, 16)
+    cpu = knn_search(x, k=6, use_gpu=False)
+    monkeypatch.setattr(faiss, "StandardGpuResources", _FakeGpuFaiss.StandardGpuResources, raising=False)
+    monkeypatch.setattr(faiss, "GpuIndexFlatIP", _FakeGpuFaiss.GpuIndexFlatIP, raising=False)
+    monkeypatch.setattr(faiss, "get_num_gpus", lambda: 1)
+    _FakeGpuFaiss.made = 0
+    sims, idx = knn_search(x, k=6, use_gpu="auto")
+    assert _FakeGpuFaiss.made == 1  # the GPU index was built
+    np.testing.assert_array_equal(idx, cpu[1])
+    np.testing.assert_allclose(sims, cpu[0], atol=1e-6)
+    _FakeGpuFaiss.made = 0
+    knn_search(x, k=6, use_gpu=False)
+    assert _FakeGpuFaiss.made == 0  # an explicit False stays on the CPU

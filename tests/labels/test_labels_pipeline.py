@@ -96,3 +96,50 @@ def test_refine_disabled_and_camera_centre():
     np.testing.assert_array_equal(off.refined_labels, off.global_labels)
     centred = stage2_labels(x, cams, local, 0, 50, LabelParams(camera_centre=True))
     assert centred.refined_labels.shape == ids.shape
+
+
+def _separated_set(n_ids=60, n_cams=3, per_cell=4, d=48, seed=0):
+    """Well-separated ids seen by every camera: (N, d) features, ids, cams, local labels."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((n_ids, d))
+    ids = np.repeat(np.arange(n_ids), n_cams * per_cell)
+    cams = np.tile(np.repeat(np.arange(n_cams), per_cell), n_ids)
+    x = centres[ids] + 0.15 * rng.standard_normal((len(ids), d))
+    return x.astype(np.float32), ids, cams, ids * n_cams + cams
+
+
+@pytest.mark.parametrize("method,kwargs", [("hnsw", dict(hnsw_m=16, hnsw_ef_construction=24, hnsw_ef_search=24)),
+                                            ("ivf", dict(ivf_nlist=8, ivf_nprobe=2))])
+def test_fast_knn_labels_equal_exact_on_a_separated_set(monkeypatch, method, kwargs):
+    import calr_plugin.labels.pipeline as pipeline
+
+    x, ids, cams, local = _separated_set()
+    base = dict(k=15, min_sim=0.5, min_size=4, decay="none", seed=3)
+    exact = stage2_labels(x, cams, local, 0, 10, LabelParams(**base))
+    seen = []
+    real = pipeline.knn_search
+
+    def spy(*args, **kw):
+        seen.append(kw)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(pipeline, "knn_search", spy)
+    fast = stage2_labels(x, cams, local, 0, 10, LabelParams(knn_method=method, **kwargs, **base))
+    # the fast method and its settings reached the search
+    assert seen[0]["method"] == method and all(seen[0][k] == v for k, v in kwargs.items())
+    assert cluster_metrics(exact.global_labels, ids)["fscore"] == 1.0  # the set is easy...
+    np.testing.assert_array_equal(fast.global_labels, exact.global_labels)  # ...and fast = exact
+    np.testing.assert_array_equal(fast.refined_labels, exact.refined_labels)
+    np.testing.assert_array_equal(fast.weights, exact.weights)
+
+
+def test_min_sim_quantile_keeps_that_share_of_the_edges():
+    x, ids, cams, local = _separated_set(seed=1)
+    for q in (0.25, 0.5, 0.75):
+        res = stage2_labels(x, cams, local, 0, 10, LabelParams(k=15, min_sim=0.99, min_sim_quantile=q, min_size=2))
+        # the fixed min_sim (0.99) is ignored; the epoch's threshold keeps 1 - q of the edges
+        assert abs(res.kept_edge_fraction - (1 - q)) < 0.01 and res.min_sim < 0.99
+    fixed = stage2_labels(x, cams, local, 0, 10, LabelParams(k=15, min_sim=0.5, min_size=2))
+    assert fixed.min_sim == 0.5
+    with pytest.raises(ValueError, match="min_sim_quantile"):
+        LabelParams(min_sim_quantile=1.0)
