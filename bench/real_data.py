@@ -30,7 +30,8 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 from compare_runs import final_metrics  # noqa: E402
 
-# row -> (recipe suffix, extra opts, needs seed-1 stage-1 labels, title)
+# row -> (recipe suffix, extra opts, stage-1 labels of seed s from: False (own stage 1),
+#         True (the calr_tuned row) or a row name, title)
 TUNED_BASELINE = ["CALR.REFINE.ENABLED", "False", "CALR.ALIGN.ENABLED", "False", "CALR.WEIGHTING.ENABLED", "False"]
 ROWS = {
     "zero_shot": ("", ["--eval-only"], False, "zero-shot ImageNet features"),
@@ -38,6 +39,8 @@ ROWS = {
     "calr": ("", [], False, "CALR, auto settings, camera folders"),
     "baseline": ("_baseline", [], False, "Baseline preset, auto settings, camera folders"),
     "calr_infer": ("", ["DATASETS.CAMERAS", "infer"], False, "CALR, auto settings, inferred cameras"),
+    "calr_q50": ("", ["CALR.CLUSTER.MIN_SIM_QUANTILE", "0.5"], "calr",
+                 "CALR, auto settings, MIN_SIM re-read every epoch (median edge)"),
     # The hand-tuned preset (ground truth and test mAP chose its clustering knobs).
     "calr_tuned": ("_tuned", [], False, "CALR, hand-tuned preset"),
     "baseline_tuned": ("_tuned", TUNED_BASELINE, False, "Baseline preset, hand-tuned values"),
@@ -62,9 +65,9 @@ ROWS = {
     "k4_min_sim_05": ("_tuned", ["CALR.CLUSTER.K", "4", "CALR.CLUSTER.MIN_SIM", "0.5"], True,
                       "CALR, k 4, MIN_SIM 0.5"),
 }
-CAMERA_FOLDER_ROWS = ("calr", "baseline", "calr_infer")
+CAMERA_FOLDER_ROWS = ("calr", "baseline", "calr_infer", "calr_q50")
 SHARED = {"cuhk01": "../shared/data/cuhk01", "pku": "../shared/data/pku_reid74"}
-SEEDED = ("baseline", "calr", "calr_infer", "calr_tuned", "baseline_tuned")  # run for every seed
+SEEDED = ("baseline", "calr", "calr_infer", "calr_q50", "calr_tuned", "baseline_tuned")  # run for every seed
 
 
 def preset_opts(name):
@@ -103,9 +106,18 @@ def camera_folders(dataset, make=False):
     return out
 
 
-def command(dataset, row, seed, out):
-    suffix, extra, needs_stage1, _ = ROWS[row]
-    cmd = [sys.executable, "tools/train_net.py", "--config-file", f"configs/CALR/{dataset}_mobilenetv2{suffix}.yml"]
+def stage1_source(row):
+    """The row whose stage-1 labels ``row`` reuses (seed by seed), or None."""
+    source = ROWS[row][2]
+    return "calr_tuned" if source is True else (source or None)
+
+
+def command(dataset, row, seed, out, recipe="mobilenetv2"):
+    suffix, extra, _, _ = ROWS[row]
+    config = f"configs/CALR/{dataset}_{recipe}{suffix}.yml"
+    if not os.path.isfile(os.path.join(ROOT, config)):
+        raise SystemExit(f"real_data.py: row {row} with --recipe {recipe} needs {config}, which does not exist")
+    cmd = [sys.executable, "tools/train_net.py", "--config-file", config]
     opts = []
     if "--eval-only" not in extra:
         cmd.append("--resume")  # a row killed half-way goes on from its last checkpoint
@@ -116,22 +128,29 @@ def command(dataset, row, seed, out):
             opts += preset_opts(item[1:])
         else:
             opts.append(item)
-    if needs_stage1:
+    source = stage1_source(row)
+    if source:
         opts += ["CALR.STAGE1.LABELS",
-                 os.path.join(os.path.dirname(out), f"calr_tuned_s{seed}", "stage1", "local_labels.npz")]
+                 os.path.join(os.path.dirname(out), f"{source}_s{seed}", "stage1", "local_labels.npz")]
     if row in CAMERA_FOLDER_ROWS:
         opts += ["DATASETS.FOLDER", camera_folders(dataset)]
     return cmd + opts + ["SEED", str(seed), "OUTPUT_DIR", out]
 
 
-def run_row(dataset, row, seed):
+def run_dir(dataset, row, seed, recipe="mobilenetv2"):
+    """output/real/<set>/[<recipe>/]<row>_s<seed> (the MobileNetV2 rows have no recipe folder)."""
+    sub = [] if recipe == "mobilenetv2" else [recipe]
+    return os.path.join("output", "real", dataset, *sub, f"{row}_s{seed}")
+
+
+def run_row(dataset, row, seed, recipe="mobilenetv2"):
     """Run (or read) one row; returns its record: command, wall seconds, final metrics."""
-    out = os.path.join("output", "real", dataset, f"{row}_s{seed}")
+    out = run_dir(dataset, row, seed, recipe)
     done = os.path.join(out, "wall.json")
     if os.path.isfile(done):
         with open(done) as f:
             return json.load(f)
-    cmd = command(dataset, row, seed, out)
+    cmd = command(dataset, row, seed, out, recipe)
     if row in CAMERA_FOLDER_ROWS:
         camera_folders(dataset, make=True)
     print("$ " + " ".join(cmd), flush=True)
@@ -170,13 +189,17 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     p.add_argument("--every-seed", action="store_true", help="run every seed for every row, not only the headline")
+    p.add_argument("--recipe", default="mobilenetv2",
+                   help="configs/CALR/<set>_<recipe><row suffix>.yml, e.g. effnetlite2_128x64 (default mobilenetv2)")
     args = p.parse_args(argv)
-    if "calr_tuned" not in args.rows and any(ROWS[r][2] for r in args.rows):
-        args.rows = ["calr_tuned"] + args.rows  # the ablations need the calr_tuned row's stage-1 labels
+    for row in list(args.rows):  # rows reusing another row's stage-1 labels need that row first
+        source = stage1_source(row)
+        if source and source not in args.rows:
+            args.rows = [source] + args.rows
     results = {}
     for row in args.rows:
         for seed in (args.seeds if row in SEEDED or args.every_seed else [args.seeds[0]]):
-            results[(row, seed)] = run_row(args.dataset, row, seed)
+            results[(row, seed)] = run_row(args.dataset, row, seed, args.recipe)
 
     print("\n| row | seeds | mAP | Rank-1 | Rank-5 | Rank-10 | wall (min, per run) |")
     print("|---|---|---|---|---|---|---|")
@@ -192,19 +215,20 @@ def main(argv=None):
         print(f"| {ROWS[row][3]} | {seeds} | " + " | ".join(cells) + f" | {wall:.1f} |"
               + (f" <!-- mAP per seed {per_seed} -->" if len(recs) > 1 else ""))
 
-    # Rows sharing the CALR row's stage-1 labels differ from it in stage 2 only: compare per seed.
+    # Rows sharing another row's stage-1 labels differ from it in stage 2 only: compare per seed.
     for row in args.rows:
-        pairs = [(r["metrics"]["mAP"], results[("calr_tuned", k[1])]["metrics"]["mAP"]) for k, r in results.items()
-                 if k[0] == row and ROWS[row][2] and ("calr_tuned", k[1]) in results]
+        source = stage1_source(row)
+        pairs = [(r["metrics"]["mAP"], results[(source, k[1])]["metrics"]["mAP"]) for k, r in results.items()
+                 if k[0] == row and source and (source, k[1]) in results]
         if len(pairs) > 1:
             d = np.array([a - b for a, b in pairs])
-            print(f"{row} minus calr_tuned, same stage-1 labels: {d.mean():+.2f} +- {d.std():.2f} mAP "
+            print(f"{row} minus {source}, same stage-1 labels: {d.mean():+.2f} +- {d.std():.2f} mAP "
                   f"({' / '.join(f'{x:+.2f}' for x in d)})")
 
     # What the auto rows chose, from their auto_settings.json (no id was read to choose it).
     for row in [r for r in args.rows if r in CAMERA_FOLDER_ROWS]:
         for (r, seed) in [k for k in results if k[0] == row]:
-            path = os.path.join("output", "real", args.dataset, f"{row}_s{seed}", "auto_settings.json")
+            path = os.path.join(run_dir(args.dataset, row, seed, args.recipe), "auto_settings.json")
             if not os.path.isfile(path):
                 continue
             with open(path) as f:
@@ -222,7 +246,7 @@ def main(argv=None):
         print(f"  {row} seed {seed}: python {r['command']}")
 
     for seed in args.seeds:
-        out = os.path.join("output", "real", args.dataset, f"calr_tuned_s{seed}")
+        out = run_dir(args.dataset, "calr_tuned", seed, args.recipe)
         if ("calr_tuned", seed) not in results:
             continue  # camera-folder rows have no ids, so no label quality
         table, per_epoch = label_quality(out)
