@@ -140,19 +140,24 @@ def _onnx_forward(module, cfg):
     tmp = tempfile.mkdtemp(prefix="calr_extract_")
     path = os.path.join(tmp, "model.onnx")
     height, width = cfg.INPUT.SIZE_TEST
-    net = copy.deepcopy(module)  # a copy: export sets eval mode
-    export_onnx(net, path, height, width)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
-    session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    def cleanup():
+        if os.path.exists(path):
+            os.remove(path)
+        os.rmdir(tmp)
+
+    try:
+        net = copy.deepcopy(module)  # a copy: export sets eval mode
+        export_onnx(net, path, height, width)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = torch.get_num_threads()
+        session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except BaseException:
+        cleanup()
+        raise
 
     def forward(images):
         out = session.run(["features"], {"images": images.numpy().astype(np.float32, copy=False)})[0]
         return torch.from_numpy(out)
-
-    def cleanup():
-        os.remove(path)
-        os.rmdir(tmp)
 
     return forward, cleanup, net
 

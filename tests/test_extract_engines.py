@@ -1,5 +1,8 @@
 """Label-step feature extraction (calr_plugin/features.py): every engine gives FastReID's
 features, leaves the training model as it was, and the selection falls back cleanly."""
+import os
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -84,12 +87,16 @@ def test_a_model_that_does_not_export_falls_back_to_torch(tmp_path, monkeypatch,
         raise RuntimeError("no symbolic for an op")
 
     monkeypatch.setattr(calr_plugin.export, "export_onnx", broken)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     cfg, model, paths = _setup(tmp_path, "DATALOADER.NUM_WORKERS", "0")
     expected = _fastreid_reference(model, paths, cfg)
     model.train()
     with caplog.at_level("WARNING", logger="fastreid.calr_plugin.features"):
         feats = extract_features(model, paths, cfg)  # auto: warns, then PyTorch
     assert "does not export to ONNX" in caplog.text
+    assert os.listdir(tmp) == []  # the temporary export folder is removed
     assert np.abs(feats - expected).max() < 1e-4
     cfg.defrost()
     cfg.CALR.EXTRACT.ENGINE = "onnxruntime"  # asked for explicitly: an error naming the key
