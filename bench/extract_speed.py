@@ -36,6 +36,7 @@ import calr_plugin  # noqa: E402,F401  (shims, registries)
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from calr_plugin import load_config  # noqa: E402
+from calr_plugin.data.datasets import NAME_PATTERN  # noqa: E402
 from calr_plugin.features import broadcast_buffers, extract_features  # noqa: E402
 from calr_plugin.hooks import label_params  # noqa: E402
 from calr_plugin.labels import label_agreement, stage1_labels, stage2_labels  # noqa: E402
@@ -89,7 +90,7 @@ def main(argv=None):
         paths = paths[:args.images]
     if not paths:
         raise SystemExit(f"extract_speed.py: no images in {SETS[args.set]}/bounding_box_train")
-    cams = np.array([int(os.path.basename(p).split("_c")[1][0]) for p in paths])
+    cams = np.array([int(NAME_PATTERN.match(os.path.basename(p)).group(2)) for p in paths])
 
     from fastreid.modeling import build_model
     from fastreid.utils.checkpoint import Checkpointer

@@ -129,28 +129,57 @@ def _torch_forward(module, cfg):
     return forward, lambda: None
 
 
-def _onnx_forward(module, cfg):
+class _NotUsable(Exception):
+    """The ONNX path cannot be used for this model; the message says why."""
+
+
+def _onnx_forward(module, cfg, probe):
     """The same with ONNX Runtime on a temporary export of ``module``'s eval graph.
 
-    Returns (forward, cleanup, net): ``net`` is the exported eval copy, the PyTorch reference."""
+    A traced graph can bake in the export's batch size (ShuffleNet's channel shuffle does) and
+    then fail, or worse, be wrong, on other batches, so ``probe`` (a few real images, not the
+    export's 2) goes through both first, with ``export.max_difference`` (what
+    ``tools/export_onnx.py`` checks a deployed graph with).
+
+    Args:
+        module (nn.Module): the unwrapped model. cfg (CfgNode): the run's config.
+        probe (Tensor): (b, 3, H, W) images of the first batch.
+    Returns:
+        tuple: (forward, cleanup) callables.
+    Raises:
+        _NotUsable: the export fails, or its graph fails or differs on ``probe`` (the temporary
+        folder is removed first).
+    """
     import onnxruntime as ort
 
-    from .export import export_onnx
+    from .export import export_onnx, max_difference
 
     tmp = tempfile.mkdtemp(prefix="calr_extract_")
     path = os.path.join(tmp, "model.onnx")
     height, width = cfg.INPUT.SIZE_TEST
+
     def cleanup():
         if os.path.exists(path):
             os.remove(path)
         os.rmdir(tmp)
 
+    step = "the model does not export to ONNX"
     try:
-        net = copy.deepcopy(module)  # a copy: export sets eval mode
+        net = copy.deepcopy(module)  # a copy: export and the check set eval mode
         export_onnx(net, path, height, width)
+        step = f"its ONNX graph fails on {len(probe)} images"
+        err, scale = max_difference(net, path, probe)
+        if err > 1e-3 * max(scale, 1.0):
+            raise _NotUsable(f"its ONNX graph differs from PyTorch on {len(probe)} images (max |difference| {err:.3g})")
         options = ort.SessionOptions()
         options.intra_op_num_threads = torch.get_num_threads()
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+    except _NotUsable:
+        cleanup()
+        raise
+    except Exception as e:
+        cleanup()
+        raise _NotUsable(f"{step} ({type(e).__name__}: {e})") from e
     except BaseException:
         cleanup()
         raise
@@ -159,42 +188,7 @@ def _onnx_forward(module, cfg):
         out = session.run(["features"], {"images": images.numpy().astype(np.float32, copy=False)})[0]
         return torch.from_numpy(out)
 
-    return forward, cleanup, net
-
-
-def _checked_forward(module, cfg, probe, explicit):
-    """ONNX Runtime's forward if the export runs and matches PyTorch on ``probe``, else PyTorch's.
-
-    A traced graph can bake in the export's batch size (ShuffleNet's channel shuffle does) and
-    then fail, or worse, be wrong, on other batches, so a few real images are compared first.
-
-    Args:
-        module (nn.Module): the unwrapped model. cfg (CfgNode): the run's config.
-        probe (Tensor): (b, 3, H, W) images, b != the export's batch of 2 where possible.
-        explicit (bool): CALR.EXTRACT.ENGINE is "onnxruntime" (an error instead of a fallback).
-    Returns:
-        tuple: (forward, cleanup) callables.
-    """
-    try:
-        forward, cleanup, net = _onnx_forward(module, cfg)
-    except Exception as e:  # an op without an ONNX export: PyTorch still works
-        reason = f"the model does not export to ONNX ({type(e).__name__}: {e})"
-    else:
-        try:
-            with torch.inference_mode():
-                expected = net(probe).float()
-            got = forward(probe)
-            err = (got - expected).abs().max().item() if got.shape == expected.shape else float("inf")
-            if err <= 1e-3 * max(expected.abs().max().item(), 1.0):
-                return forward, cleanup
-            reason = f"its ONNX graph differs from PyTorch on {len(probe)} images (max |difference| {err:.3g})"
-        except Exception as e:
-            reason = f"its ONNX graph fails on {len(probe)} images ({type(e).__name__}: {e})"
-        cleanup()
-    if explicit:
-        raise CalrError(f"CALR.EXTRACT.ENGINE onnxruntime: {reason}")
-    logger.warning(f"feature extraction: {reason}; using PyTorch")
-    return _torch_forward(module, cfg)
+    return forward, cleanup
 
 
 def extract_features(model, paths, cfg, desc="features"):
@@ -221,12 +215,16 @@ def extract_features(model, paths, cfg, desc="features"):
     try:
         for batch in _Progress(loader, desc):
             images = batch["images"]
-            if forward is None:  # built at the first batch: the ONNX check needs real images
-                if engine == "onnxruntime":
-                    explicit = cfg.CALR.EXTRACT.ENGINE == "onnxruntime"
-                    forward, cleanup = _checked_forward(module, cfg, images[:3], explicit)
-                else:
-                    forward, cleanup = _torch_forward(module, cfg)
+            if forward is None and engine == "onnxruntime":  # at the first batch: the check needs real images
+                try:
+                    forward, cleanup = _onnx_forward(module, cfg, images[:3])
+                except _NotUsable as e:
+                    if cfg.CALR.EXTRACT.ENGINE == "onnxruntime":
+                        raise CalrError(f"CALR.EXTRACT.ENGINE onnxruntime: {e}") from e
+                    logger.warning(f"feature extraction: {e}; using PyTorch")
+                    engine = "torch"
+            if forward is None:
+                forward, cleanup = _torch_forward(module, cfg)
             local.append(forward(images))
     finally:
         if cleanup is not None:

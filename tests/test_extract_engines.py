@@ -1,6 +1,7 @@
 """Label-step feature extraction (calr_plugin/features.py): every engine gives FastReID's
 features, leaves the training model as it was, and the selection falls back cleanly."""
 import os
+import sys
 import tempfile
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 import torch
 
 from calr_plugin.errors import CalrError
+from conftest import REPO
 from tiny_calr import calr_cfg
 
 
@@ -22,26 +24,11 @@ def _setup(tmp_path, *opts):
 
 
 def _fastreid_reference(model, paths, cfg):
-    """The loop the label step used before the engines: FastReID's inference_on_dataset."""
-    from fastreid.data import build_reid_test_loader
-    from fastreid.data.common import CommDataset
-    from fastreid.data.transforms import build_transforms
-    from fastreid.evaluation import inference_on_dataset
-    from fastreid.evaluation.evaluator import DatasetEvaluator
+    """The loop the label step used before the engines (bench/extract_speed.py's reference)."""
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    from extract_speed import fastreid_reference
 
-    class Collector(DatasetEvaluator):
-        def reset(self):
-            self.feats = []
-
-        def process(self, inputs, outputs):
-            self.feats.append(outputs.float())
-
-        def evaluate(self):
-            return torch.cat(self.feats)
-
-    dataset = CommDataset([(p, 0, 0) for p in paths], build_transforms(cfg, is_train=False), relabel=False)
-    loader, _ = build_reid_test_loader(test_set=dataset, test_batch_size=8, num_query=0, num_workers=0)
-    return torch.nn.functional.normalize(inference_on_dataset(model, loader, Collector()), dim=1).numpy()
+    return fastreid_reference(model, paths, cfg)
 
 
 @pytest.mark.parametrize("engine", ["torch", "onnxruntime", "auto"])
@@ -109,21 +96,15 @@ def test_an_onnx_graph_that_is_wrong_or_fails_on_real_batches_is_not_used(tmp_pa
                                                                           message):
     """What a traced graph with the export's batch size baked in does (ShuffleNet's channel
     shuffle: the zoo test trains one): caught on real images before any feature is kept."""
+    import calr_plugin.export
     from calr_plugin import features
 
-    def bad_onnx(module, cfg):
-        import copy
+    def bad_onnx_features(path, images, threads=None):
+        if fault == "raises":
+            raise RuntimeError("Reshape: cannot reshape {3,116,8,4} to {2,58,2,8,4}")
+        return np.ones((len(images), 512), np.float32)  # right shape, wrong values
 
-        net = copy.deepcopy(module).eval()
-
-        def forward(images):
-            if fault == "raises":
-                raise RuntimeError("Reshape: cannot reshape {3,116,8,4} to {2,58,2,8,4}")
-            with torch.no_grad():
-                return net(images).float() * 0 + 1  # right shape, wrong values
-        return forward, lambda: None, net
-
-    monkeypatch.setattr(features, "_onnx_forward", bad_onnx)
+    monkeypatch.setattr(calr_plugin.export, "onnx_features", bad_onnx_features)
     cfg, model, paths = _setup(tmp_path, "DATALOADER.NUM_WORKERS", "0", "TEST.IMS_PER_BATCH", "8")
     expected = _fastreid_reference(model, paths, cfg)
     model.train()

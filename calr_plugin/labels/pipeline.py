@@ -138,7 +138,7 @@ class Stage2Result:
     discard_ratio: float
     num_discarded: int
     kept_edge_fraction: float
-    min_sim: float = 0.0
+    min_sim: float
     timings: Dict[str, float] = field(default_factory=dict)
 
     @property
