@@ -52,7 +52,7 @@ def _inputs(cfg, train_set, requested):
             "given_cameras": train_set.cams.tolist() if cfg.DATASETS.CAMERAS == "given" else None,
             "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(),
             "stage1_ims_per_batch": cfg.CALR.STAGE1.IMS_PER_BATCH, "camera_centre": cfg.CALR.CLUSTER.CAMERA_CENTRE,
-            "k1": cfg.CALR.STAGE1.K1, "k2": cfg.CALR.STAGE1.K2, "seed": cfg.SEED,
+            "k1": cfg.CALR.STAGE1.K1, "k2": cfg.CALR.STAGE1.K2, "k": str(cfg.CALR.CLUSTER.K), "seed": cfg.SEED,
             "weights": cfg.MODEL.WEIGHTS or cfg.MODEL.BACKBONE.PRETRAIN_PATH}
 
 
@@ -78,8 +78,9 @@ def choose(cfg, train_set, feats, requested):
             out["cameras"].update(camera_agreement(cams, train_set.cams))
     if requested:
         per_process = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
+        k = None if is_auto(cfg.CALR.CLUSTER.K) else int(cfg.CALR.CLUSTER.K)  # MIN_SIM is read at the K in use
         s = suggest_settings(feats, cams, per_process, cfg.CALR.STAGE1.IMS_PER_BATCH,
-                             cfg.CALR.CLUSTER.CAMERA_CENTRE, cfg.CALR.STAGE1.K1, cfg.CALR.STAGE1.K2, seed)
+                             cfg.CALR.CLUSTER.CAMERA_CENTRE, cfg.CALR.STAGE1.K1, cfg.CALR.STAGE1.K2, seed, k=k)
         out["values"] = {k: s.values[k] for k in requested}
         out["rules"] = {k: s.rules[k] for k in requested}
         out["images_per_person_and_camera"] = s.m
@@ -123,7 +124,8 @@ def resolve(cfg, train_set, build_model):
     if comm.is_main_process() and os.path.isfile(path):
         with open(path) as f:
             saved = json.load(f)
-        if saved.get("inputs") == inputs:
+        # Files written before "k" was an input were chosen with K auto: they stay reusable.
+        if dict({"k": "auto"}, **saved.get("inputs", {})) == inputs:
             result = saved
             logger.info(f"auto: reusing {path} (same images and inputs)")
     reuse = broadcast_from_main(result is not None)

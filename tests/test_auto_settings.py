@@ -87,6 +87,15 @@ def test_auto_values_read_no_person_id(tmp_path):
     # Pseudo-cameras agree image by image (names differ between the copies: match by content order).
     sizes = [sorted(np.bincount(list(c[2].values())).tolist()) for c in choices]
     assert sizes[0] == sizes[1] == sizes[2]
+    # A K given in the config (not auto) is the graph the auto MIN_SIM is read on.
+    given = list(AUTO)
+    given[given.index("CALR.CLUSTER.K") + 1] = "4"
+    cfg = tiny_cfg("CALR/Base-CALR.yml", tmp_path / "out_k4", "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False",
+                   "DATASETS.NAMES", '("ReIDFolder",)', "DATASETS.FOLDER", str(tmp_path / "cameras"), "SEED", "3",
+                   *given)
+    out, _, saved = resolved(cfg)
+    assert out.CALR.CLUSTER.K == 4 and "CALR.CLUSTER.K" not in saved["values"]
+    assert "at K=4" in saved["rules"]["CALR.CLUSTER.MIN_SIM"]
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +151,14 @@ def test_a_rerun_reuses_the_saved_choice_and_a_changed_input_does_not(tmp_path, 
         again = resolved(cfg)[2]
     assert "auto: reusing" in caplog.text and again == first
     caplog.clear()
+    # A file from before K was an input (K auto then) is still reused by a resumed run.
+    old = dict(first, inputs={k: v for k, v in first["inputs"].items() if k != "k"})
+    with open(os.path.join(cfg.OUTPUT_DIR, FILE), "w") as f:
+        json.dump(old, f)
+    with caplog.at_level(logging.INFO, logger="fastreid"):
+        resolved(cfg)
+    assert "auto: reusing" in caplog.text
+    caplog.clear()
     cfg = tiny_cfg("CALR/Base-CALR.yml", tmp_path, *opts, "SOLVER.IMS_PER_BATCH", "24")
     with caplog.at_level(logging.INFO, logger="fastreid"):
         third = resolved(cfg)[2]
@@ -166,9 +183,33 @@ def test_pseudo_labels_suggest_prints_the_auto_values(tmp_path):
                         "--json", str(tmp_path / "s.json")], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "s.json").read_text())
-    assert "CALR.CLUSTER.K " in r.stdout and "# clip(round(2*C*m)" in r.stdout
+    assert "CALR.CLUSTER.K " in r.stdout and "# clip(ceil(C*m) + 1" in r.stdout
     assert report["num_cameras"] == 2
     bad = subprocess.run([sys.executable, "tools/pseudo_labels.py", "--features", str(tmp_path / "f.npy"),
                           "--names", str(tmp_path / "names.txt"), "--suggest"], cwd=REPO, capture_output=True,
                          text=True)
     assert bad.returncode == 2 and "cannot parse image name 'img0.jpg'" in bad.stderr
+    args = ["tools/pseudo_labels.py", "--features", str(tmp_path / "f.npy"), "--names", str(tmp_path / "names.txt"),
+            "--cams", str(tmp_path / "cams.txt"), "--suggest"]
+    given = subprocess.run([sys.executable, *args, "--k", "4"], cwd=REPO, capture_output=True, text=True)
+    assert given.returncode == 0 and "at K=4" in given.stdout and "given (not auto)" in given.stdout, given.stderr
+    bad_k = subprocess.run([sys.executable, *args, "--k", "1"], cwd=REPO, capture_output=True, text=True)
+    assert bad_k.returncode == 2 and "--k must be >= 2" in bad_k.stderr
+
+
+def test_min_sim_is_read_at_the_k_in_use():
+    """An explicit K (not auto) is the graph MIN_SIM's median is taken on, and the K rule is
+    ceil(C m) + 1 when K is auto."""
+    from calr_plugin.labels.auto import suggest_settings
+    from calr_plugin.labels.knn import knn_search, l2_normalize
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(120, 16)).astype(np.float32)
+    cams = np.repeat([0, 1], 60)
+    chosen = suggest_settings(feats, cams, 32, 32, m=2.2)
+    assert chosen.values["CALR.CLUSTER.K"] == 6  # ceil(2 * 2.2) + 1
+    for k in (4, 12):
+        s = suggest_settings(feats, cams, 32, 32, m=2.2, k=k)
+        sims, _ = knn_search(l2_normalize(feats), k, normalize=False)
+        assert s.values["CALR.CLUSTER.MIN_SIM"] == round(float(np.median(sims[:, 1:])), 4)
+        assert f"at K={k}" in s.rules["CALR.CLUSTER.MIN_SIM"] and s.rules["CALR.CLUSTER.K"] == "given (not auto)"

@@ -20,7 +20,8 @@ runs unless ``--local-labels`` gives an (N,) integer array. Bad inputs give a on
 ``--suggest`` prints the values the ``auto`` config keys would take for these features (the
 rules of ``calr_plugin/labels/auto.py``, which read no id); cameras come from the names, or
 from ``--cams`` (one camera name per line, as ``tools/extract_features.py`` writes for
-camera folders), and then the names need not be Market-style.
+camera folders), and then the names need not be Market-style. With ``--k``, K is taken as
+given and MIN_SIM is read at it (as a run does when ``CALR.CLUSTER.K`` is a number).
 
 This script loads ``calr_plugin.labels`` without running ``calr_plugin/__init__`` (which
 imports torch and fastreid), so it starts in about a second.
@@ -158,9 +159,11 @@ def suggest(args, feats: np.ndarray) -> dict:
     for flag in ("ims_per_batch", "stage1_ims_per_batch"):
         if getattr(args, flag) < 1:
             raise InputError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.k is not None and args.k < 2:
+        raise InputError(f"--k must be >= 2 (self and one neighbour), got {args.k}")
     t0 = time.perf_counter()
     s = suggest_settings(feats, cams, args.ims_per_batch, args.stage1_ims_per_batch, args.camera_centre,
-                         args.k1 or 15, args.k2 or 4, args.seed or 0)
+                         args.k1 or 15, args.k2 or 4, args.seed or 0, k=args.k)  # --k: MIN_SIM read at it
     return {"values": s.values, "rules": s.rules, "images_per_person_and_camera": s.m,
             "num_cameras": s.num_cameras, "kept_edge_fraction": s.kept_edge_fraction,
             "seconds": round(time.perf_counter() - t0, 3)}

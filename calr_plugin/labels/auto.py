@@ -19,8 +19,9 @@ identity: the inputs are features and camera ids only.
    - ``CALR.STAGE1.NUM_INSTANCE`` = a divisor of the stage-1 batch <= max(2, round(m));
    - ``DATALOADER.NUM_INSTANCE`` = a divisor of the per-process batch <= round(C m),
      at least 2: a person's expected images over all cameras;
-   - ``CALR.CLUSTER.K`` = clip(round(2 C m), 4, 15): twice a person's expected images,
-     capped at the authors' 15 (self included);
+   - ``CALR.CLUSTER.K`` = clip(ceil(C m) + 1, 4, 15): self plus a person's expected
+     images, capped at the authors' 15. (Until this rule, 2 C m: stage 2's clusters then
+     grew to 2.7 C m images on CUHK01, about 12 where the estimate is 4.5.)
    - ``CALR.CLUSTER.MIN_SIZE`` = max(2, round(C m / 2)): half of them;
    - ``CALR.CLUSTER.MIN_SIM`` = the median similarity of the kNN edges at that K, on the
      features the clustering uses (camera-centred when CAMERA_CENTRE): Infomap keeps the
@@ -149,7 +150,8 @@ class AutoSettings:
 
 def suggest_settings(features: np.ndarray, cams: np.ndarray, ims_per_batch: int = 64,
                      stage1_ims_per_batch: int = 64, camera_centre_features: bool = False,
-                     k1: int = 15, k2: int = 4, seed: int = 0, m: Optional[float] = None) -> AutoSettings:
+                     k1: int = 15, k2: int = 4, seed: int = 0, m: Optional[float] = None,
+                     k: Optional[int] = None) -> AutoSettings:
     """Every ``auto`` value from unlabeled features and camera ids (rules in the module docstring).
 
     Args:
@@ -160,6 +162,8 @@ def suggest_settings(features: np.ndarray, cams: np.ndarray, ims_per_batch: int 
         camera_centre_features: CALR.CLUSTER.CAMERA_CENTRE (MIN_SIM is read on those features).
         k1, k2: stage-1 Jaccard parameters. seed: sampling seed.
         m: skip the estimate and use this m (e.g. known images per person and camera).
+        k: the CALR.CLUSTER.K in use when it is not ``auto``: MIN_SIM is the median edge
+            of the graph the clustering will build, so it is read at this K.
     Returns:
         ``AutoSettings``.
     """
@@ -170,7 +174,11 @@ def suggest_settings(features: np.ndarray, cams: np.ndarray, ims_per_batch: int 
     if m is None:
         m, curve = estimate_images_per_cell(feats, cams, k1, k2, seed)
     per_id = num_cams * m
-    k = int(np.clip(round(2 * per_id), 4, 15))
+    k_rule = f"clip(ceil(C*m) + 1, 4, 15) with C*m={per_id:.2f}"
+    if k is None:
+        k = int(np.clip(np.ceil(per_id - 1e-6) + 1, 4, 15))  # - 1e-6: C*m = 5.0 is 5, not 6
+    else:
+        k_rule = "given (not auto)"
     k = min(k, len(feats))
     x = camera_centre(feats, cams) if camera_centre_features else l2_normalize(feats)
     sims, _ = knn_search(x, k, normalize=False, seed=seed)
@@ -189,7 +197,7 @@ def suggest_settings(features: np.ndarray, cams: np.ndarray, ims_per_batch: int 
         "CALR.STAGE1.CLUSTER_RATIO": f"1/m; {src}",
         "CALR.STAGE1.NUM_INSTANCE": f"divisor of the stage-1 batch {stage1_ims_per_batch} <= max(2, round(m))",
         "DATALOADER.NUM_INSTANCE": f"divisor of the per-process batch {ims_per_batch} <= round(C*m)={round(per_id)}",
-        "CALR.CLUSTER.K": f"clip(round(2*C*m), 4, 15) with C*m={per_id:.2f}",
+        "CALR.CLUSTER.K": k_rule,
         "CALR.CLUSTER.MIN_SIZE": f"max(2, round(C*m/2)) with C*m={per_id:.2f}",
         "CALR.CLUSTER.MIN_SIM": (f"median similarity of the {len(edges)} kNN edges at K={k}"
                                  f"{' (camera-centred features)' if camera_centre_features else ''}; "
