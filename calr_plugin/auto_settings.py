@@ -78,9 +78,9 @@ def choose(cfg, train_set, feats, requested):
             out["cameras"].update(camera_agreement(cams, train_set.cams))
     if requested:
         per_process = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
-        k = None if is_auto(cfg.CALR.CLUSTER.K) else int(cfg.CALR.CLUSTER.K)  # MIN_SIM is read at the K in use
+        given_k = None if is_auto(cfg.CALR.CLUSTER.K) else int(cfg.CALR.CLUSTER.K)  # MIN_SIM is read at the K in use
         s = suggest_settings(feats, cams, per_process, cfg.CALR.STAGE1.IMS_PER_BATCH,
-                             cfg.CALR.CLUSTER.CAMERA_CENTRE, cfg.CALR.STAGE1.K1, cfg.CALR.STAGE1.K2, seed, k=k)
+                             cfg.CALR.CLUSTER.CAMERA_CENTRE, cfg.CALR.STAGE1.K1, cfg.CALR.STAGE1.K2, seed, k=given_k)
         out["values"] = {k: s.values[k] for k in requested}
         out["rules"] = {k: s.rules[k] for k in requested}
         out["images_per_person_and_camera"] = s.m

@@ -87,15 +87,6 @@ def test_auto_values_read_no_person_id(tmp_path):
     # Pseudo-cameras agree image by image (names differ between the copies: match by content order).
     sizes = [sorted(np.bincount(list(c[2].values())).tolist()) for c in choices]
     assert sizes[0] == sizes[1] == sizes[2]
-    # A K given in the config (not auto) is the graph the auto MIN_SIM is read on.
-    given = list(AUTO)
-    given[given.index("CALR.CLUSTER.K") + 1] = "4"
-    cfg = tiny_cfg("CALR/Base-CALR.yml", tmp_path / "out_k4", "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False",
-                   "DATASETS.NAMES", '("ReIDFolder",)', "DATASETS.FOLDER", str(tmp_path / "cameras"), "SEED", "3",
-                   *given)
-    out, _, saved = resolved(cfg)
-    assert out.CALR.CLUSTER.K == 4 and "CALR.CLUSTER.K" not in saved["values"]
-    assert "at K=4" in saved["rules"]["CALR.CLUSTER.MIN_SIM"]
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +132,15 @@ def test_inferred_cameras_match_the_true_ones(synthetic_choices, m):
     assert cams["ari"] > 0.8 and cams["purity"] > 0.9
     assert train_set.num_cameras == 3 and train_set.given_cams is not None
     assert cfg.CALR.ALIGN.NUM_CAMERAS == 0  # the trainer sets it from the (inferred) cameras
+
+
+def test_a_k_given_in_the_config_is_where_auto_min_sim_is_read(tmp_path):
+    given = list(AUTO)
+    given[given.index("CALR.CLUSTER.K") + 1] = "4"
+    cfg = tiny_cfg("CALR/Base-CALR.yml", tmp_path, "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False", *given)
+    out, _, saved = resolved(cfg)
+    assert out.CALR.CLUSTER.K == 4 and "CALR.CLUSTER.K" not in saved["values"]
+    assert "at K=4" in saved["rules"]["CALR.CLUSTER.MIN_SIM"]
 
 
 def test_a_rerun_reuses_the_saved_choice_and_a_changed_input_does_not(tmp_path, caplog):

@@ -21,7 +21,9 @@ identity: the inputs are features and camera ids only.
      at least 2: a person's expected images over all cameras;
    - ``CALR.CLUSTER.K`` = clip(ceil(C m) + 1, 4, 15): self plus a person's expected
      images, capped at the authors' 15. (Until this rule, 2 C m: stage 2's clusters then
-     grew to 2.7 C m images on CUHK01, about 12 where the estimate is 4.5.)
+     grew to 2.7 C m images on CUHK01, about 12 where the estimate is 4.5. The change was
+     made after seeing CUHK01's results and lands on its hand-tuned K 6: tuned in part,
+     docs/RESULTS.md 2b.)
    - ``CALR.CLUSTER.MIN_SIZE`` = max(2, round(C m / 2)): half of them;
    - ``CALR.CLUSTER.MIN_SIM`` = the median similarity of the kNN edges at that K, on the
      features the clustering uses (camera-centred when CAMERA_CENTRE): Infomap keeps the
