@@ -4,7 +4,8 @@ Shape shorthand: N training images, D feature dims, C cameras.
 
 When ``DATASETS.CAMERAS infer`` is set or a key of ``config.AUTO_KEYS`` is ``auto``, the
 CALR trainer calls ``resolve`` before it builds its model: the untrained model (the
-pretrained backbone, or MODEL.WEIGHTS) extracts the (N, D) training features once, rank 0
+pretrained backbone, or MODEL.WEIGHTS) extracts the (N, D) training features once (with
+their (N, S) style statistics when cameras are inferred, ``camera_style``), rank 0
 infers pseudo-cameras (``labels.cameras``) and chooses the values (``labels.auto``), and
 every rank gets the same result. Person ids are never read (the ground-truth cameras only
 for reporting agreement). The choice, its evidence and the cameras go to
@@ -49,6 +50,8 @@ def _inputs(cfg, train_set, requested):
     digest = hashlib.sha1("\n".join(os.path.basename(p) for p in train_set.paths).encode()).hexdigest()
     return {"images": digest, "num_images": len(train_set), "requested": requested,
             "cameras": cfg.DATASETS.CAMERAS, "num_cameras": str(cfg.DATASETS.NUM_CAMERAS),
+            "camera_features": (cfg.DATASETS.CAMERA_FEATURES, cfg.DATASETS.CAMERA_LAYER)
+            if cfg.DATASETS.CAMERAS == "infer" else None,
             "given_cameras": train_set.cams.tolist() if cfg.DATASETS.CAMERAS == "given" else None,
             "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(),
             "stage1_ims_per_batch": cfg.CALR.STAGE1.IMS_PER_BATCH, "camera_centre": cfg.CALR.CLUSTER.CAMERA_CENTRE,
@@ -56,8 +59,11 @@ def _inputs(cfg, train_set, requested):
             "weights": cfg.MODEL.WEIGHTS or cfg.MODEL.BACKBONE.PRETRAIN_PATH}
 
 
-def choose(cfg, train_set, feats, requested):
-    """The whole choice from the (N, D) features, as a JSON-able dict (rank 0)."""
+def choose(cfg, train_set, feats, requested, style=None, layer=None):
+    """The whole choice from the (N, D) features, as a JSON-able dict (rank 0).
+
+    ``style`` (N, S), from the module ``layer``: what inferred cameras are grouped by.
+    """
     from .labels.auto import suggest_settings
     from .labels.cameras import infer_cameras
 
@@ -69,9 +75,10 @@ def choose(cfg, train_set, feats, requested):
         if want is not None and want > len(train_set) // 2:
             raise DataError(f"DATASETS.NUM_CAMERAS = {want}: more cameras than {len(train_set)} training images "
                             f"can fill with 2 images each")
-        r = infer_cameras(feats, want, seed=seed)
+        r = infer_cameras(feats, want, seed=seed, style=style)
         cams = r.cams
         out["cameras"] = {"num_cameras": r.num_cameras, "chosen_by": r.chosen_by,
+                          "grouped_by": r.grouped_by if style is None else f"style of {layer}",
                           "laplacian_eigenvalues": [round(float(v), 4) for v in r.eigenvalues[:9]],
                           "sizes": np.bincount(cams).tolist(), "cams": cams.tolist()}
         if train_set.num_cameras > 1:  # the folders' or names' cameras: reported, never used
@@ -93,9 +100,11 @@ def _log(result):
     if cam:
         agree = (f"; against the given cameras ARI {cam['ari']:.3f}, purity {cam['purity']:.3f}"
                  if "ari" in cam else "")
-        logger.info(f"auto: {cam['num_cameras']} pseudo-cameras (by {cam['chosen_by']}: spectral clustering of "
-                    f"the untrained features' 30-NN graph; Laplacian eigenvalues {cam['laplacian_eigenvalues'][:5]}), "
-                    f"sizes {cam['sizes']}{agree}")
+        count = ("given" if cam["chosen_by"] == "given" else
+                 f"eigengap of the untrained embedding's 30-NN graph, Laplacian eigenvalues "
+                 f"{cam['laplacian_eigenvalues'][:5]}")
+        logger.info(f"auto: {cam['num_cameras']} pseudo-cameras (count: {count}; groups: spectral clustering "
+                    f"by the {cam.get('grouped_by', 'embedding')}), sizes {cam['sizes']}{agree}")
     for key, value in result.get("values", {}).items():
         logger.info(f"auto: {key} = {value}  [{result['rules'][key]}]")
 
@@ -112,6 +121,7 @@ def resolve(cfg, train_set, build_model):
     Returns:
         CfgNode: a frozen copy with every auto value filled in.
     """
+    from .camera_style import extract_with_style
     from .features import extract_features
     from .hooks import broadcast_from_main
 
@@ -147,10 +157,17 @@ def resolve(cfg, train_set, build_model):
             from fastreid.utils.checkpoint import Checkpointer
 
             Checkpointer(model).load(cfg.MODEL.WEIGHTS)
-        feats = extract_features(model, train_set.paths, probe, desc="auto features")
+        style = layer = None
+        if cfg.DATASETS.CAMERAS == "infer" and cfg.DATASETS.CAMERA_FEATURES == "style":
+            feats, style, layer = extract_with_style(model, train_set.paths, probe)
+            if layer is None:
+                logger.warning("auto: the backbone has no stride-8 feature map to read camera style from "
+                               "(DATASETS.CAMERA_LAYER auto); pseudo-cameras are grouped by the embedding")
+        else:
+            feats = extract_features(model, train_set.paths, probe, desc="auto features")
         del model
         if comm.is_main_process():
-            result = dict(choose(cfg, train_set, feats, requested), inputs=inputs)
+            result = dict(choose(cfg, train_set, feats, requested, style, layer), inputs=inputs)
             atomic_write_text(path, json.dumps(result, indent=1))
     result = broadcast_from_main(result)
     if comm.is_main_process():

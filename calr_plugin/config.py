@@ -60,6 +60,11 @@ def add_calr_config(cfg):
     # split's own cameras). NUM_CAMERAS: how many to infer, or "auto" (eigengap).
     _C.DATASETS.CAMERAS = "given"
     _C.DATASETS.NUM_CAMERAS = "auto"
+    # What "infer" groups by: "style" (channel mean and std of the map CAMERA_LAYER names;
+    # "auto" = the backbone's stride-8 output, camera_style.py) or "embedding" (the output).
+    # The count (NUM_CAMERAS auto) always comes from the embedding's eigengap.
+    _C.DATASETS.CAMERA_FEATURES = "style"
+    _C.DATASETS.CAMERA_LAYER = "auto"
     # Decode every image once at load: "skip" unreadable/truncated files with a warning,
     # "strict" stop at the first one, "off" (FastReID: fail when first read in training).
     _C.DATASETS.IMAGE_CHECK = "skip"
@@ -304,6 +309,9 @@ def validate(cfg):
     need(cfg.DATASETS.CAMERAS in one_of_cameras, "DATASETS.CAMERAS", "one of " + ", ".join(one_of_cameras))
     need(is_auto(cfg.DATASETS.NUM_CAMERAS) or cfg.DATASETS.NUM_CAMERAS >= 2, "DATASETS.NUM_CAMERAS",
          "auto or an integer >= 2 (cameras to infer)")
+    need(cfg.DATASETS.CAMERA_FEATURES in ("style", "embedding"), "DATASETS.CAMERA_FEATURES", "style or embedding")
+    need(isinstance(cfg.DATASETS.CAMERA_LAYER, str) and cfg.DATASETS.CAMERA_LAYER != "", "DATASETS.CAMERA_LAYER",
+         "auto or a module name under the model, e.g. backbone.layer2")
     if cfg.DATALOADER.SAMPLER_TRAIN in ("NaiveIdentitySampler", "BalancedIdentitySampler"):
         if not is_auto(cfg.DATALOADER.NUM_INSTANCE):
             need(cfg.DATALOADER.NUM_INSTANCE >= 1, "DATALOADER.NUM_INSTANCE", "an integer >= 1 or auto")
