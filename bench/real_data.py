@@ -39,6 +39,8 @@ ROWS = {
     "calr": ("", [], False, "CALR, auto settings, camera folders"),
     "baseline": ("_baseline", [], False, "Baseline preset, auto settings, camera folders"),
     "calr_infer": ("", ["DATASETS.CAMERAS", "infer"], False, "CALR, auto settings, inferred cameras"),
+    "calr_infer_emb": ("", ["DATASETS.CAMERAS", "infer", "DATASETS.CAMERA_FEATURES", "embedding"], False,
+                       "CALR, auto settings, cameras inferred from the embedding"),
     "calr_q50": ("", ["CALR.CLUSTER.MIN_SIM_QUANTILE", "0.5"], "calr",
                  "CALR, auto settings, MIN_SIM re-read every epoch (median edge)"),
     # The hand-tuned preset (ground truth and test mAP chose its clustering knobs).
@@ -65,9 +67,9 @@ ROWS = {
     "k4_min_sim_05": ("_tuned", ["CALR.CLUSTER.K", "4", "CALR.CLUSTER.MIN_SIM", "0.5"], True,
                       "CALR, k 4, MIN_SIM 0.5"),
 }
-CAMERA_FOLDER_ROWS = ("calr", "baseline", "calr_infer", "calr_q50")
+CAMERA_FOLDER_ROWS = ("calr", "baseline", "calr_infer", "calr_infer_emb", "calr_q50")
 SHARED = {"cuhk01": "../shared/data/cuhk01", "pku": "../shared/data/pku_reid74"}
-SEEDED = ("baseline", "calr", "calr_infer", "calr_q50", "calr_tuned", "baseline_tuned")  # run for every seed
+SEEDED = ("baseline", "calr", "calr_infer", "calr_infer_emb", "calr_q50", "calr_tuned", "baseline_tuned")  # run for every seed
 
 
 def preset_opts(name):

@@ -13,8 +13,9 @@ DDP sharding) runs it unchanged.
 
 The tapped map is ``DATASETS.CAMERA_LAYER``, by default the backbone's stride-8 output:
 of the backbone modules whose output is a 4-D map at 1/8 of the input height, those
-nearest the backbone's top (fewest dots in their names), the last to run (ResNet's
-``layer2``, MobileNetV2's ``features.6``, timm EfficientNet's ``blocks.2``). Stride 8 is
+nearest the backbone's top (fewest dots in their names), the last to run (FastReID
+ResNet's last ``layer2`` block, MobileNetV2's ``features.6``, timm EfficientNet's
+``blocks.2``; only modules that run count, hence the probe forward). Stride 8 is
 below any last-stride change, and the stride-8 maps gave ARI 0.98 / 0.99 with the true
 cameras on CUHK01 / PKU-Reid (MobileNetV2; 0.98 / 0.97 EfficientNet-Lite2); the final
 maps gave 0.81 / 0.93 and the stride-2 maps 0.11 / 0.69 (docs/RESULTS.md 2b).
@@ -27,7 +28,7 @@ import torch.nn as nn
 
 from .errors import ConfigError
 
-__all__ = ["StyleTap", "find_style_layer", "extract_with_style"]
+__all__ = ["StyleTap", "extract_with_style", "find_style_layer", "layer_at_stride"]
 
 
 def _eval_forward(module, height, width):
@@ -40,29 +41,42 @@ def _eval_forward(module, height, width):
         module.train(was_training)
 
 
-def _stride8_layer(model, height, width):
-    """Name of the default tapped module (under ``model``), or None when there is none."""
-    backbone = getattr(model, "backbone", model)
-    prefix = "backbone." if backbone is not model else ""
-    want = math.ceil(height / 8)
+def _maps(model, height, width):
+    """The 4-D maps the modules of ``model`` output in an eval forward, in the order they ran.
+
+    Returns:
+        list[(str, int, int)]: module name (for ``model.get_submodule``), its depth (dots
+        in the name under the backbone), output height.
+    """
     fired = []
     handles = [m.register_forward_hook(lambda mod, inp, out, name=name: fired.append((name, out)))
-               for name, m in backbone.named_modules() if name]
+               for name, m in model.named_modules() if name]
     try:
-        _eval_forward(backbone, height, width)
+        _eval_forward(model, height, width)
     finally:
         for h in handles:
             h.remove()
-    hits = [(name.count("."), order, name) for order, (name, out) in enumerate(fired)
-            if torch.is_tensor(out) and out.dim() == 4 and out.shape[2] == want]
-    if not hits:
-        return None
-    depth = min(h[0] for h in hits)
-    return prefix + max(h for h in hits if h[0] == depth)[2]
+    return [(name, name.count(".") - name.startswith("backbone."), out.shape[2]) for name, out in fired
+            if torch.is_tensor(out) and out.dim() == 4]
+
+
+def layer_at_stride(model, height, width, stride=8):
+    """The backbone's output at ``stride``: of its modules that output a 4-D map at 1/stride
+    of the input height, those of the fewest dots in their names, the last to run.
+
+    Args:
+        model (nn.Module): a model with a ``backbone`` (not DDP-wrapped). height, width: input.
+    Returns:
+        str or None: a name for ``model.get_submodule``; None when no module outputs such a map.
+    """
+    maps = [m for m in _maps(model, height, width)
+            if m[0].startswith("backbone.") and m[2] == math.ceil(height / stride)]
+    top = [m[0] for m in maps if m[1] == min(x[1] for x in maps)]
+    return top[-1] if top else None
 
 
 def find_style_layer(model, cfg):
-    """The module ``DATASETS.CAMERA_LAYER`` names, or the default one.
+    """The module ``DATASETS.CAMERA_LAYER`` names, or the default one (stride 8).
 
     Args:
         model (nn.Module): the CALR/Baseline model (not DDP-wrapped).
@@ -71,17 +85,21 @@ def find_style_layer(model, cfg):
         str or None: a name for ``model.get_submodule``; None when "auto" finds no
         stride-8 4-D map (e.g. a ViT), so the embedding is used instead.
     Raises:
-        ConfigError: a named layer that the model does not have.
+        ConfigError: a named layer that the model does not have, or that outputs no 4-D map.
     """
     name = cfg.DATASETS.CAMERA_LAYER
+    height, width = cfg.INPUT.SIZE_TEST
     if name == "auto":
-        return _stride8_layer(model, *cfg.INPUT.SIZE_TEST)
+        return layer_at_stride(model, height, width)
     try:
         model.get_submodule(name)
     except AttributeError:
         tops = ", ".join(n for n, _ in model.named_children())
         raise ConfigError(f"DATASETS.CAMERA_LAYER = {name!r}: the model has no such module "
                           f"(a dotted name under the model, e.g. backbone.layer2; top-level: {tops})") from None
+    if name not in {m[0] for m in _maps(model, height, width)}:
+        raise ConfigError(f"DATASETS.CAMERA_LAYER = {name!r}: it does not output a (B, K, h, w) map in the eval "
+                          f"forward; the stride-8 one is {layer_at_stride(model, height, width)}")
     return name
 
 

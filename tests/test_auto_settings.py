@@ -123,13 +123,16 @@ def test_auto_values_move_with_the_data(synthetic_choices):
 
 @pytest.mark.parametrize("m", [2, 6])
 def test_inferred_cameras_match_the_true_ones(synthetic_choices, m):
-    """The demo set's camera effect (strength 0.45) dominates ImageNet features: measured ARI
-    0.94 (m=2) and 0.98 (m=6). 0.8 allows numeric drift, while splitting by anything but the
-    camera (e.g. by person) scores near 0."""
+    """The demo set's camera effect (strength 0.45) is its images' style: grouped by the
+    stride-8 style statistics the pseudo-cameras are the true ones (measured ARI 1.000 at m=2
+    and m=6). Grouped by the embedding they were not (ARI 0.939 and 0.979, purity 0.979 and
+    0.993), so 0.99 / 0.995 fail if the style is not what groups them; splitting by anything
+    but the camera (e.g. by person) scores near 0."""
     cfg, train_set, saved = synthetic_choices[m]
     cams = saved["cameras"]
     assert cams["num_cameras"] == 3 and cams["chosen_by"] == "eigengap"
-    assert cams["ari"] > 0.8 and cams["purity"] > 0.9
+    assert cams["grouped_by"] == "style of backbone.features.6"
+    assert cams["ari"] > 0.99 and cams["purity"] > 0.995
     assert train_set.num_cameras == 3 and train_set.given_cams is not None
     assert cfg.CALR.ALIGN.NUM_CAMERAS == 0  # the trainer sets it from the (inferred) cameras
 
