@@ -50,8 +50,8 @@ def _inputs(cfg, train_set, requested):
     digest = hashlib.sha1("\n".join(os.path.basename(p) for p in train_set.paths).encode()).hexdigest()
     return {"images": digest, "num_images": len(train_set), "requested": requested,
             "cameras": cfg.DATASETS.CAMERAS, "num_cameras": str(cfg.DATASETS.NUM_CAMERAS),
-            "camera_features": (cfg.DATASETS.CAMERA_FEATURES, cfg.DATASETS.CAMERA_LAYER)
-            if cfg.DATASETS.CAMERAS == "infer" else None,
+            "camera_features": [cfg.DATASETS.CAMERA_FEATURES, cfg.DATASETS.CAMERA_LAYER]
+            if cfg.DATASETS.CAMERAS == "infer" else None,  # a list: compared with the file's JSON
             "given_cameras": train_set.cams.tolist() if cfg.DATASETS.CAMERAS == "given" else None,
             "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(),
             "stage1_ims_per_batch": cfg.CALR.STAGE1.IMS_PER_BATCH, "camera_centre": cfg.CALR.CLUSTER.CAMERA_CENTRE,
@@ -134,8 +134,11 @@ def resolve(cfg, train_set, build_model):
     if comm.is_main_process() and os.path.isfile(path):
         with open(path) as f:
             saved = json.load(f)
-        # Files written before "k" was an input were chosen with K auto: they stay reusable.
-        if dict({"k": "auto"}, **saved.get("inputs", {})) == inputs:
+        # Files from before "k" and "camera_features" were inputs were chosen with K auto and,
+        # for inferred cameras, grouped by the embedding: they stay reusable as such.
+        old = saved.get("inputs", {})
+        if dict({"k": "auto", "camera_features": ["embedding", "auto"] if old.get("cameras") == "infer" else None},
+                **old) == inputs:
             result = saved
             logger.info(f"auto: reusing {path} (same images and inputs)")
     reuse = broadcast_from_main(result is not None)

@@ -169,6 +169,26 @@ def test_a_rerun_reuses_the_saved_choice_and_a_changed_input_does_not(tmp_path, 
     assert third["inputs"]["ims_per_batch"] == 24 and 24 % third["values"]["DATALOADER.NUM_INSTANCE"] == 0
 
 
+def test_inferred_cameras_are_reused_and_an_old_file_only_for_embedding_grouping(tmp_path, caplog):
+    opts = ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False", "DATASETS.CAMERAS", "infer", *AUTO]
+    cfg = tiny_cfg("CALR/Base-CALR.yml", tmp_path, *opts)
+    first = resolved(cfg)[2]
+    assert first["cameras"]["grouped_by"] == "style of backbone.layer2.1"
+    with caplog.at_level(logging.INFO, logger="fastreid"):
+        assert resolved(cfg)[2] == first
+    assert "auto: reusing" in caplog.text
+    # A file from before camera_features was an input grouped by the embedding: a resumed run
+    # reuses it only when it still asks for that.
+    old = dict(first, inputs={k: v for k, v in first["inputs"].items() if k != "camera_features"})
+    for features, reused in (("style", False), ("embedding", True)):
+        with open(os.path.join(cfg.OUTPUT_DIR, FILE), "w") as f:
+            json.dump(old, f)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="fastreid"):
+            resolved(tiny_cfg("CALR/Base-CALR.yml", tmp_path, *opts, "DATASETS.CAMERA_FEATURES", features))
+        assert ("auto: reusing" in caplog.text) == reused, features
+
+
 def test_pseudo_labels_suggest_prints_the_auto_values(tmp_path):
     import subprocess
     import sys
