@@ -17,8 +17,9 @@ nearest the backbone's top (fewest dots in their names), the last to run (FastRe
 ResNet's last ``layer2`` block, MobileNetV2's ``features.6``, timm EfficientNet's
 ``blocks.2``; only modules that run count, hence the probe forward). Stride 8 is
 below any last-stride change, and the stride-8 maps gave ARI 0.98 / 0.99 with the true
-cameras on CUHK01 / PKU-Reid (MobileNetV2; 0.98 / 0.97 EfficientNet-Lite2); the final
-maps gave 0.81 / 0.93 and the stride-2 maps 0.11 / 0.69 (docs/RESULTS.md 2b).
+cameras on CUHK01 / PKU-Reid (MobileNetV2; 0.98 / 0.97 EfficientNet-Lite2); the stride-32
+maps gave 0.78 / 0.91 and the stride-2 maps 0.11 / 0.69 (``bench/camera_features.py``,
+docs/RESULTS.md 2b).
 """
 import math
 
