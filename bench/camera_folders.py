@@ -29,6 +29,21 @@ def _place(src, dst):
         shutil.copyfile(src, dst)
 
 
+def _digest(name):
+    """The file name (without extension) a Market training image gets in camera folders."""
+    return hashlib.sha1(name.encode()).hexdigest()[:16]
+
+
+def original_ids(src):
+    """Person ids of the camera-folder files made from ``src``, for reporting label quality.
+
+    Returns:
+        dict[str, int]: file name without extension -> person id of the Market name it hides.
+    """
+    train = os.path.join(src, "bounding_box_train")
+    return {_digest(f): int(NAME.match(f).group(1)) for f in os.listdir(train) if NAME.match(f)}
+
+
 def make_camera_folders(src, out, test=True, nested=False):
     """Rebuild ``src`` (Market layout) as ``out/train/<camera>/`` folders without ids.
 
@@ -52,7 +67,7 @@ def make_camera_folders(src, out, test=True, nested=False):
     counts = {}
     for f in names:
         cam = folder_of[int(NAME.match(f).group(2))]
-        digest = hashlib.sha1(f.encode()).hexdigest()[:16]
+        digest = _digest(f)
         sub = (f"day{int(digest, 16) % 2 + 1}",) if nested else ()
         _place(os.path.join(train, f), os.path.join(out, "train", cam, *sub, digest + os.path.splitext(f)[1]))
         counts[cam] = counts.get(cam, 0) + 1

@@ -185,6 +185,33 @@ def label_quality(out):
     return table, [(r["iteration"], r["global/precision"], r.get("refined/precision")) for r in rows]
 
 
+def folder_label_quality(dataset, out):
+    """Stage-1 and last-epoch label quality of a camera-folder run (ids from the hashed names).
+
+    Training never saw these ids: the bench maps each camera-folder file back to its Market
+    name (bench/camera_folders.py) only to score the labels the run saved.
+    Returns:
+        dict: "stage 1" / "last epoch" -> cluster_metrics dict, for the files that exist.
+    """
+    import glob
+
+    from camera_folders import original_ids
+    from calr_plugin.labels.metrics import cluster_metrics
+
+    ids = original_ids(SHARED[dataset])
+    files = {"stage 1": os.path.join(out, "stage1", "local_labels.npz")}
+    epochs = sorted(glob.glob(os.path.join(out, "labels", "epoch_*.npz")))
+    if epochs:
+        files["last epoch"] = epochs[-1]
+    scores = {}
+    for tag, path in files.items():
+        if os.path.isfile(path):
+            saved = np.load(path)
+            gt = [ids[os.path.splitext(os.path.basename(n))[0]] for n in saved["names"]]
+            scores[tag] = cluster_metrics(saved["labels"], np.asarray(gt))
+    return scores
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dataset", choices=("cuhk01", "pku"))
@@ -242,6 +269,17 @@ def main(argv=None):
                         f"purity {cams['purity']:.3f}" if cams and "ari" in cams else "")
             print(f"auto {row} seed {seed}: m = {auto.get('images_per_person_and_camera', float('nan')):.2f}; "
                   f"{values}{cam_text}")
+
+    # Label quality of the camera-folder rows (ids read back from the hashed names, for reporting).
+    quality = [(row, tag, seed, q) for (row, seed) in results if row in CAMERA_FOLDER_ROWS
+               for tag, q in folder_label_quality(args.dataset, run_dir(args.dataset, row, seed, args.recipe)).items()]
+    if quality:
+        print("\n| row | labels | seeds | pairwise precision | recall | F | ARI |")
+        print("|---|---|---|---|---|---|---|")
+        for row, tag in dict.fromkeys((q[0], q[1]) for q in quality):
+            sel = [q for q in quality if q[0] == row and q[1] == tag]
+            cells = [f"{np.mean([q[3][k] for q in sel]):.3f}" for k in ("precision", "recall", "fscore", "ari")]
+            print(f"| {ROWS[row][3]} | {tag} | {','.join(str(q[2]) for q in sel)} | " + " | ".join(cells) + " |")
 
     print("\nCommands:")
     for (row, seed), r in results.items():
