@@ -191,7 +191,8 @@ def folder_label_quality(dataset, out):
     Training never saw these ids: the bench maps each camera-folder file back to its Market
     name (bench/camera_folders.py) only to score the labels the run saved.
     Returns:
-        dict: "stage 1" / "last epoch" -> cluster_metrics dict, for the files that exist.
+        dict: "stage 1" / "last epoch (labels trained on)" -> cluster_metrics dict, for the files
+        that exist.
     """
     import glob
 
@@ -202,7 +203,7 @@ def folder_label_quality(dataset, out):
     files = {"stage 1": os.path.join(out, "stage1", "local_labels.npz")}
     epochs = sorted(glob.glob(os.path.join(out, "labels", "epoch_*.npz")))
     if epochs:
-        files["last epoch"] = epochs[-1]
+        files["last epoch (labels trained on)"] = epochs[-1]
     scores = {}
     for tag, path in files.items():
         if os.path.isfile(path):
