@@ -59,6 +59,13 @@ def _inputs(cfg, train_set, requested):
             "weights": cfg.MODEL.WEIGHTS or cfg.MODEL.BACKBONE.PRETRAIN_PATH}
 
 
+def _with_old_defaults(saved_inputs):
+    """A saved file's inputs, with what files from before an input existed were chosen with:
+    K auto, and pseudo-cameras grouped by the embedding. Such files stay reusable as that."""
+    infer = saved_inputs.get("cameras") == "infer"
+    return dict({"k": "auto", "camera_features": ["embedding", "auto"] if infer else None}, **saved_inputs)
+
+
 def choose(cfg, train_set, feats, requested, style=None, layer=None):
     """The whole choice from the (N, D) features, as a JSON-able dict (rank 0).
 
@@ -134,11 +141,7 @@ def resolve(cfg, train_set, build_model):
     if comm.is_main_process() and os.path.isfile(path):
         with open(path) as f:
             saved = json.load(f)
-        # Files from before "k" and "camera_features" were inputs were chosen with K auto and,
-        # for inferred cameras, grouped by the embedding: they stay reusable as such.
-        old = saved.get("inputs", {})
-        if dict({"k": "auto", "camera_features": ["embedding", "auto"] if old.get("cameras") == "infer" else None},
-                **old) == inputs:
+        if _with_old_defaults(saved.get("inputs", {})) == inputs:
             result = saved
             logger.info(f"auto: reusing {path} (same images and inputs)")
     reuse = broadcast_from_main(result is not None)
