@@ -186,13 +186,16 @@ def label_quality(out):
 
 
 def folder_label_quality(dataset, out):
-    """Stage-1 and last-epoch label quality of a camera-folder run (ids from the hashed names).
+    """Stage-1, first- and last-epoch label quality of a camera-folder run (ids from the hashed names).
 
     Training never saw these ids: the bench maps each camera-folder file back to its Market
-    name (bench/camera_folders.py) only to score the labels the run saved.
+    name (bench/camera_folders.py) only to score the labels the run saved. Each epoch file holds
+    the global (Infomap) labels and the ones the epoch trained on (refined, unless refinement is
+    off; -1: outlier or discarded).
     Returns:
-        dict: "stage 1" / "last epoch (labels trained on)" -> cluster_metrics dict, for the files
-        that exist.
+        dict: "stage 1" / "first epoch, global" / "first epoch, trained on" / "last epoch, global" /
+        "last epoch, trained on" -> cluster_metrics dict plus "clustered" (share of images with a
+        label), for the files that exist; no "trained on" entry where it equals the global labels.
     """
     import glob
 
@@ -200,16 +203,18 @@ def folder_label_quality(dataset, out):
     from calr_plugin.labels.metrics import cluster_metrics
 
     ids = original_ids(SHARED[dataset])
-    files = {"stage 1": os.path.join(out, "stage1", "local_labels.npz")}
+    files = [("stage 1", os.path.join(out, "stage1", "local_labels.npz"), "labels")]
     epochs = sorted(glob.glob(os.path.join(out, "labels", "epoch_*.npz")))
-    if epochs:
-        files["last epoch (labels trained on)"] = epochs[-1]
+    for when, path in (("first", epochs[0]), ("last", epochs[-1])) if epochs else ():
+        files += [(f"{when} epoch, global", path, "global_labels"), (f"{when} epoch, trained on", path, "labels")]
     scores = {}
-    for tag, path in files.items():
+    for tag, path, key in files:
         if os.path.isfile(path):
             saved = np.load(path)
+            if key == "labels" and "global_labels" in saved and np.array_equal(saved["labels"], saved["global_labels"]):
+                continue  # refinement off (Baseline): it trained on the global labels, scored once
             gt = [ids[os.path.splitext(os.path.basename(n))[0]] for n in saved["names"]]
-            scores[tag] = cluster_metrics(saved["labels"], np.asarray(gt))
+            scores[tag] = dict(cluster_metrics(saved[key], np.asarray(gt)), clustered=float((saved[key] >= 0).mean()))
     return scores
 
 
@@ -275,11 +280,11 @@ def main(argv=None):
     quality = [(row, tag, seed, q) for (row, seed) in results if row in CAMERA_FOLDER_ROWS
                for tag, q in folder_label_quality(args.dataset, run_dir(args.dataset, row, seed, args.recipe)).items()]
     if quality:
-        print("\n| row | labels | seeds | pairwise precision | recall | F | ARI |")
-        print("|---|---|---|---|---|---|---|")
+        print("\n| row | labels | seeds | pairwise precision | recall | F | ARI | clustered |")
+        print("|---|---|---|---|---|---|---|---|")
         for row, tag in dict.fromkeys((q[0], q[1]) for q in quality):
             sel = [q for q in quality if q[0] == row and q[1] == tag]
-            cells = [f"{np.mean([q[3][k] for q in sel]):.3f}" for k in ("precision", "recall", "fscore", "ari")]
+            cells = [f"{np.mean([q[3][k] for q in sel]):.3f}" for k in ("precision", "recall", "fscore", "ari", "clustered")]
             print(f"| {ROWS[row][3]} | {tag} | {','.join(str(q[2]) for q in sel)} | " + " | ".join(cells) + " |")
 
     print("\nCommands:")

@@ -92,3 +92,36 @@ def test_results_bench_rows_apply_the_preset_they_name():
     # The auto rows train on the set rebuilt as camera folders (made by the bench on first use).
     auto = " ".join(command("pku", "calr", 1, "x"))
     assert "pku_mobilenetv2.yml" in auto and "DATASETS.FOLDER output/camfolders/pku" in auto
+
+
+def test_folder_label_quality_scores_first_and_last_epoch(tmp_path, monkeypatch):
+    """The bench scores what a camera-folder run saved against the ids hidden in the file names."""
+    import sys
+
+    sys.path.insert(0, os.path.join(REPO, "bench"))
+    import real_data
+    from camera_folders import _digest
+
+    train = tmp_path / "market" / "bounding_box_train"
+    train.mkdir(parents=True)
+    files = [f"{pid:04d}_c{cam}s1_{i:06d}_00.jpg" for pid in range(1, 5) for cam in (1, 2) for i in range(2)]
+    for f in files:
+        (train / f).touch()
+    monkeypatch.setitem(real_data.SHARED, "pku", str(tmp_path / "market"))
+    names = np.array([_digest(f) + ".jpg" for f in files])
+    ids = np.array([int(f[:4]) for f in files])
+    run = tmp_path / "run"
+    (run / "labels").mkdir(parents=True)
+    (run / "stage1").mkdir()
+    np.savez(run / "stage1" / "local_labels.npz", names=names, labels=np.arange(len(files)))
+    half = np.where(np.arange(len(files)) % 2 == 0, ids, -1)  # first epoch: half discarded, one big global cluster
+    np.savez(run / "labels" / "epoch_000.npz", names=names, labels=half, global_labels=np.zeros(len(files), int))
+    np.savez(run / "labels" / "epoch_001.npz", names=names, labels=np.ones(len(files), int), global_labels=ids[::-1])
+    np.savez(run / "labels" / "epoch_002.npz", names=names, labels=ids, global_labels=ids)
+
+    q = real_data.folder_label_quality("pku", str(run))
+    assert q["stage 1"]["precision"] == 0.0 and q["stage 1"]["clustered"] == 1.0  # singletons: no pair
+    assert q["first epoch, global"]["precision"] == pytest.approx(24 / 120)  # 4 x C(4,2) true of C(16,2)
+    assert q["first epoch, trained on"]["precision"] == 1.0 and q["first epoch, trained on"]["clustered"] == 0.5
+    assert q["last epoch, global"]["precision"] == 1.0 and q["last epoch, global"]["recall"] == 1.0
+    assert "last epoch, trained on" not in q  # equal to the global labels there: scored once
