@@ -92,6 +92,10 @@ def test_results_bench_rows_apply_the_preset_they_name():
     # The auto rows train on the set rebuilt as camera folders (made by the bench on first use).
     auto = " ".join(command("pku", "calr", 1, "x"))
     assert "pku_mobilenetv2.yml" in auto and "DATASETS.FOLDER output/camfolders/pku" in auto
+    # The lr row changes stage 2 only: it trains on the calr row's stage-1 labels of its seed.
+    lr3x = command("cuhk01", "calr_lr3x", 2, "output/real/cuhk01/effnetlite2_128x64/calr_lr3x_s2", "effnetlite2_128x64")
+    assert lr3x[lr3x.index("SOLVER.BASE_LR") + 1] == "0.00105" and "configs/CALR/cuhk01_effnetlite2_128x64.yml" in lr3x
+    assert lr3x[lr3x.index("CALR.STAGE1.LABELS") + 1] == "output/real/cuhk01/effnetlite2_128x64/calr_s2/stage1/local_labels.npz"
 
 
 def test_folder_label_quality_scores_first_and_last_epoch(tmp_path, monkeypatch):
