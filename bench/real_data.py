@@ -198,8 +198,8 @@ def folder_label_quality(dataset, out):
     off; -1: outlier or discarded).
     Returns:
         dict: "stage 1" / "first epoch, global" / "first epoch, trained on" / "last epoch, global" /
-        "last epoch, trained on" -> cluster_metrics dict plus "clustered" (share of images with a
-        label), for the files that exist; no "trained on" entry where it equals the global labels.
+        "last epoch, trained on" -> cluster_metrics dict, for the files that exist; no "trained on"
+        entry where it equals the global labels.
     """
     import glob
 
@@ -218,7 +218,7 @@ def folder_label_quality(dataset, out):
             if key == "labels" and "global_labels" in saved and np.array_equal(saved["labels"], saved["global_labels"]):
                 continue  # refinement off (Baseline): it trained on the global labels, scored once
             gt = [ids[os.path.splitext(os.path.basename(n))[0]] for n in saved["names"]]
-            scores[tag] = dict(cluster_metrics(saved[key], np.asarray(gt)), clustered=float((saved[key] >= 0).mean()))
+            scores[tag] = cluster_metrics(saved[key], np.asarray(gt))
     return scores
 
 
@@ -288,7 +288,7 @@ def main(argv=None):
         print("|---|---|---|---|---|---|---|---|")
         for row, tag in dict.fromkeys((q[0], q[1]) for q in quality):
             sel = [q for q in quality if q[0] == row and q[1] == tag]
-            cells = [f"{np.mean([q[3][k] for q in sel]):.3f}" for k in ("precision", "recall", "fscore", "ari", "clustered")]
+            cells = [f"{np.mean([q[3][k] for q in sel]):.3f}" for k in ("precision", "recall", "fscore", "ari", "clustered_fraction")]
             print(f"| {ROWS[row][3]} | {tag} | {','.join(str(q[2]) for q in sel)} | " + " | ".join(cells) + " |")
 
     print("\nCommands:")

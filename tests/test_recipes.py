@@ -124,8 +124,8 @@ def test_folder_label_quality_scores_first_and_last_epoch(tmp_path, monkeypatch)
     np.savez(run / "labels" / "epoch_002.npz", names=names, labels=ids, global_labels=ids)
 
     q = real_data.folder_label_quality("pku", str(run))
-    assert q["stage 1"]["precision"] == 0.0 and q["stage 1"]["clustered"] == 1.0  # singletons: no pair
+    assert q["stage 1"]["precision"] == 0.0 and q["stage 1"]["clustered_fraction"] == 1.0  # singletons: no pair
     assert q["first epoch, global"]["precision"] == pytest.approx(24 / 120)  # 4 x C(4,2) true of C(16,2)
-    assert q["first epoch, trained on"]["precision"] == 1.0 and q["first epoch, trained on"]["clustered"] == 0.5
+    assert q["first epoch, trained on"]["precision"] == 1.0 and q["first epoch, trained on"]["clustered_fraction"] == 0.5
     assert q["last epoch, global"]["precision"] == 1.0 and q["last epoch, global"]["recall"] == 1.0
     assert "last epoch, trained on" not in q  # equal to the global labels there: scored once
