@@ -39,6 +39,8 @@ ROWS = {
     "calr": ("", [], False, "CALR, auto settings, camera folders"),
     "baseline": ("_baseline", [], False, "Baseline preset, auto settings, camera folders"),
     "calr_infer": ("", ["DATASETS.CAMERAS", "infer"], False, "CALR, auto settings, inferred cameras"),
+    # The calr row with PyTorch extraction (the calr row runs ONNX Runtime where it is installed).
+    "calr_torch": ("", ["CALR.EXTRACT.ENGINE", "torch"], False, "CALR, auto settings, camera folders, PyTorch extraction"),
     "calr_infer_emb": ("", ["DATASETS.CAMERAS", "infer", "DATASETS.CAMERA_FEATURES", "embedding"], False,
                        "CALR, auto settings, cameras inferred from the embedding"),
     # The recipe's lr, 3x: the Lite2 supervised bound under-fits at 3.5e-4 (docs/RESULTS.md 2c).
@@ -71,9 +73,9 @@ ROWS = {
     "k4_min_sim_05": ("_tuned", ["CALR.CLUSTER.K", "4", "CALR.CLUSTER.MIN_SIM", "0.5"], True,
                       "CALR, k 4, MIN_SIM 0.5"),
 }
-CAMERA_FOLDER_ROWS = ("calr", "baseline", "calr_infer", "calr_infer_emb", "calr_q50", "calr_lr3x")
+CAMERA_FOLDER_ROWS = ("calr", "calr_torch", "baseline", "calr_infer", "calr_infer_emb", "calr_q50", "calr_lr3x")
 SHARED = {"cuhk01": "../shared/data/cuhk01", "pku": "../shared/data/pku_reid74"}
-SEEDED = ("baseline", "calr", "calr_infer", "calr_infer_emb", "calr_q50", "calr_lr3x", "calr_tuned", "baseline_tuned")  # run for every seed
+SEEDED = ("baseline", "calr", "calr_torch", "calr_infer", "calr_infer_emb", "calr_q50", "calr_lr3x", "calr_tuned", "baseline_tuned")  # run for every seed
 
 
 def preset_opts(name):
