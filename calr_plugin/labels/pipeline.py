@@ -59,7 +59,7 @@ class LabelParams:
     hnsw_ef_construction: int = 24
     hnsw_ef_search: int = 24
     ivf_nlist: int = 0
-    ivf_nprobe: int = 16
+    ivf_nprobe: int = 0  # 0 = half the lists (knn.ivf_nprobe_for)
     camera_centre: bool = False
     # Default departs from the paper (all_above_mean): measured in docs/PRESETS.md.
     pivot_rule: str = "one_per_cluster_max"

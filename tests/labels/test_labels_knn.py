@@ -165,3 +165,55 @@ def test_gpu_is_chosen_when_faiss_sees_one(monkeypatch):
     _FakeGpuFaiss.made = 0
     knn_search(x, k=6, use_gpu=False)
     assert _FakeGpuFaiss.made == 0  # an explicit False stays on the CPU
+
+
+def _clustered_two_cameras(n=3000, d=32, ids=400, seed=0):
+    """(N, D) float32 features of `ids` people seen by two cameras, and (N,) cameras.
+
+    f = id centre (unit) + camera offset (norm ~1) + noise (norm ~1): neighbours are mostly
+    the same person, but at this noise a query's top 15 spread over several IVF lists, so
+    scanning a fixed 16 of 102 lists (the old default) finds only 0.86-0.92 of them.
+    """
+    rng = np.random.default_rng(seed)
+    centres = _unit(ids, d, seed=seed + 100)
+    offsets = rng.standard_normal((2, d)).astype(np.float32) / np.sqrt(d)
+    pid, cams = rng.integers(0, ids, n), rng.integers(0, 2, n)
+    noise = rng.standard_normal((n, d)).astype(np.float32) / np.sqrt(d)
+    return centres[pid] + offsets[cams] + noise, cams
+
+
+@pytest.mark.parametrize("method", ["hnsw", "ivf"])
+def test_approximate_methods_keep_recall_at_their_config_defaults(method):
+    # Every non-exact CALR.CLUSTER.KNN mode, at the CALR.CLUSTER.* defaults training uses
+    # (hooks.label_params), keeps recall@15 >= 0.95 against exact search, on plain and on
+    # camera-centred features (the label step's two inputs, pipeline.stage2_labels).
+    import faiss
+
+    from calr_plugin.config import load_config
+    from calr_plugin.hooks import label_params
+    from calr_plugin.labels import LabelParams
+
+    p = label_params(load_config(check=False))  # defaults only; MODEL.DEVICE cuda is checked elsewhere
+    knobs = ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nlist", "ivf_nprobe")
+    # the pure engine's own defaults are the config's (bench/label_step.py and the API use them)
+    assert {a: getattr(p, a) for a in knobs} == {a: getattr(LabelParams(), a) for a in knobs}
+    x, cams = _clustered_two_cameras()
+    threads = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)  # HNSW's build is reproducible with one thread only
+    try:
+        for view in (l2_normalize(x), camera_centre(x, cams)):
+            _, exact = knn_search(view, k=15, use_gpu=False)
+            _, approx = knn_search(view, k=15, method=method, normalize=False, seed=p.seed,
+                                   **{a: getattr(p, a) for a in knobs})
+            assert knn_recall(approx, exact) >= 0.95
+    finally:
+        faiss.omp_set_num_threads(threads)
+
+
+def test_ivf_default_probes_half_the_lists():
+    from calr_plugin.labels.knn import ivf_nlist_for, ivf_nprobe_for
+
+    assert ivf_nlist_for(3000) == 3000 // 39  # 4 sqrt(N) = 219 is capped at N / 39 training points
+    assert ivf_nlist_for(10 ** 6) == 4000 and ivf_nlist_for(100, 500) == 2 and ivf_nlist_for(10) == 1
+    assert [ivf_nprobe_for(nl) for nl in (1, 2, 49, 76)] == [1, 1, 25, 38]
+    assert ivf_nprobe_for(76, 16) == 16 and ivf_nprobe_for(8, 16) == 8  # explicit, at most nlist
