@@ -12,8 +12,14 @@ mAP, four give 82"). With ``MODEL.BN_CHUNK c`` every BN layer of the model norma
 contiguous chunks of c images, whatever W and the per-process batch are:
 
 * c <= B (B a multiple of c): each process cuts its batch into B / c chunks;
-* c > B (c a multiple of B): a chunk spans c / B consecutive processes, whose sums are
-  all-reduced with gradients (synchronised BN within that group of processes).
+* c > B (c a multiple of B, W > 1, c / B dividing W): a chunk spans c / B consecutive
+  processes, whose sums are all-reduced with gradients (synchronised BN within that group
+  of processes);
+* any other B (a batch the config check did not see: stage 1's batch, a last partial
+  batch, c > B on one process): contiguous chunks of c images and a last, smaller one of
+  B mod c (a last single image joins the chunk before it); with B < c that is plain BN over
+  this process's batch. A warning names the first such B. Which case applies depends on B,
+  so every process must get the same B in a step (FastReID's samplers do).
 
 The running statistics are updated once per chunk, chunk after chunk in batch order, as c-
 image BN calls one after another would: the chunks' (mean, unbiased variance) are gathered
@@ -22,6 +28,8 @@ DataParallel only the first GPU's replica kept its update; the per-chunk updates
 every image.) In eval mode the layer is plain BN. Parameters and buffers keep BN's names,
 so a checkpoint loads into a model with plain BN and gives the same features.
 """
+import logging
+
 import torch
 import torch.distributed as dist
 import torch.nn as nn
@@ -53,6 +61,8 @@ def check_chunk(chunk, batch, world, key="SOLVER.IMS_PER_BATCH"):
 
 
 _GROUPS = {}
+_WARNED = set()
+logger = logging.getLogger("fastreid." + __name__)
 
 
 def _span_group(span):
@@ -82,42 +92,68 @@ class ChunkedBatchNorm(nn.BatchNorm2d):
             return super().forward(x)
         b = x.shape[0]
         dims = [0] + list(range(2, x.dim()))
-        if b % self.chunk == 0:
-            span = 1
+        world = comm.get_world_size()
+        spans = b < self.chunk and self.chunk % b == 0 and world > 1 and world % (self.chunk // b) == 0
+        if not spans:
+            sizes = [self.chunk] * (b // self.chunk) + ([b % self.chunk] if b % self.chunk else [])
+            if len(sizes) > 1 and sizes[-1] == 1:  # BN of one image fails (one value per channel of a neck)
+                sizes[-2:] = [self.chunk + 1]
+            uneven = b % self.chunk != 0
+            if uneven and (b, self.chunk) not in _WARNED:
+                _WARNED.add((b, self.chunk))
+                how = ("statistics over this process's whole batch" if len(sizes) == 1 else
+                       f"chunks of {sizes[0]} images and a last one of {sizes[-1]}")
+                logger.warning(f"MODEL.BN_CHUNK {self.chunk}: a batch of {b} images per process, of {world} "
+                               f"process(es), neither tiles into chunks nor spans whole processes; BN uses {how}")
+            parts = x.split(sizes)
             out = torch.cat([F.batch_norm(part, None, None, self.weight, self.bias, True, 0.0, self.eps)
-                             for part in x.split(self.chunk)])
+                             for part in parts])
             with torch.no_grad():
                 stats = torch.stack([torch.stack([part.mean(dim=dims), part.var(dim=dims, unbiased=True)])
-                                     for part in x.split(self.chunk)])
-        else:
-            span = self.chunk // b
-            group = _span_group(span)
-            import torch.distributed.nn.functional as dist_fn
+                                     for part in parts])
+            self._update_running(stats, 1, same_count=not uneven)
+            return out
+        span = self.chunk // b
+        group = _span_group(span)
+        import torch.distributed.nn.functional as dist_fn
 
-            n = x.numel() // x.shape[1] * span
-            s1 = dist_fn.all_reduce(x.sum(dim=dims), group=group)
-            s2 = dist_fn.all_reduce((x * x).sum(dim=dims), group=group)
-            mean = s1 / n
-            var = (s2 / n - mean * mean).clamp_min(0)
-            shape = [1, -1] + [1] * (x.dim() - 2)
-            out = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
-            if self.affine:
-                out = out * self.weight.view(shape) + self.bias.view(shape)
-            stats = torch.stack([mean.detach(), var.detach() * n / max(n - 1, 1)])[None]
+        n = x.numel() // x.shape[1] * span
+        s1 = dist_fn.all_reduce(x.sum(dim=dims), group=group)
+        s2 = dist_fn.all_reduce((x * x).sum(dim=dims), group=group)
+        mean = s1 / n
+        var = (s2 / n - mean * mean).clamp_min(0)
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        out = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps)
+        if self.affine:
+            out = out * self.weight.view(shape) + self.bias.view(shape)
+        stats = torch.stack([mean.detach(), var.detach() * n / max(n - 1, 1)])[None]
         self._update_running(stats, span)
         return out
 
     @torch.no_grad()
-    def _update_running(self, stats, span):
+    def _update_running(self, stats, span, same_count=True):
         """Apply each chunk's update in global batch order (rank 0's chunks first).
 
         Args:
             stats (Tensor): (chunks on this process, 2, C) mean and unbiased variance.
             span (int): processes per chunk; every rank of a group holds its group's stats.
+            same_count (bool): every process has as many chunks (the batch tiles into chunks);
+                False first gathers the counts and pads, as all_gather needs equal shapes.
         """
-        if comm.get_world_size() > 1:
-            gathered = [torch.empty_like(stats) for _ in range(comm.get_world_size())]
-            dist.all_gather(gathered, stats.contiguous())
+        world = comm.get_world_size()
+        if world > 1:
+            stats = stats.contiguous()
+            counts = [len(stats)] * world
+            if not same_count:
+                mine = torch.tensor([len(stats)], dtype=torch.long, device=stats.device)
+                all_counts = [torch.empty_like(mine) for _ in range(world)]
+                dist.all_gather(all_counts, mine)
+                counts = [int(c) for c in all_counts]
+                pad = stats.new_zeros((max(counts) - len(stats),) + tuple(stats.shape[1:]))
+                stats = torch.cat([stats, pad])
+            gathered = [torch.empty_like(stats) for _ in range(world)]
+            dist.all_gather(gathered, stats)
+            gathered = [g[:c] for g, c in zip(gathered, counts)]
             stats = torch.cat(gathered[::span])  # one copy of each group's chunk
         momentum = 0.1 if self.momentum is None else self.momentum
         for mean, var in stats:

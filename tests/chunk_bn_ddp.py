@@ -1,6 +1,9 @@
 """``python tests/chunk_bn_ddp.py OUT CHUNK WORLD``: a small BN net trained 3 steps on 16 images per
-step, split over WORLD gloo processes, with MODEL.BN_CHUNK = CHUNK; writes OUT/rank<r>.npz (the
-outputs of its share of the last batch and every running statistic) for tests/test_chunk_bn.py."""
+step, split over WORLD gloo processes, with MODEL.BN_CHUNK = CHUNK; writes OUT/rank<r>.npz for
+tests/test_chunk_bn.py: ``out`` the outputs of its share of the last batch, ``stats`` every running
+statistic at the end, and ``local<i>`` the (chunks, 2, C) mean and variance that BN layer i computed
+on this rank in the last step, read before ``_update_running`` gathers them from every rank (after
+the gather every rank holds the same statistics by construction, whatever each computed)."""
 import os
 import sys
 
@@ -26,7 +29,16 @@ def run(rank, world, chunk, out):
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import calr_plugin  # noqa: F401
-    from calr_plugin.chunk_bn import convert_chunked_bn
+    from calr_plugin.chunk_bn import ChunkedBatchNorm, convert_chunked_bn
+
+    local = []  # this step's per-layer chunk statistics, before the gather
+    update = ChunkedBatchNorm._update_running
+
+    def recording_update(self, stats, span, *args, **kwargs):
+        local.append(stats.detach().double().clone())
+        return update(self, stats, span, *args, **kwargs)
+
+    ChunkedBatchNorm._update_running = recording_update
 
     if world > 1:
         dist.init_process_group("gloo", init_method=f"file://{out}/rendezvous", rank=rank, world_size=world)
@@ -35,6 +47,7 @@ def run(rank, world, chunk, out):
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     share = BATCH // world
     for x in batches():
+        local.clear()
         y = net(x[rank * share:(rank + 1) * share])
         loss = (y ** 2).mean() * share / BATCH  # summed over ranks: the full batch's mean
         opt.zero_grad()
@@ -44,7 +57,8 @@ def run(rank, world, chunk, out):
                 dist.all_reduce(p.grad)
         opt.step()
     stats = torch.cat([b.double().flatten() for n, b in net.named_buffers() if "running" in n])
-    np.savez(os.path.join(out, f"rank{rank}.npz"), out=y.detach().numpy(), stats=stats.numpy())
+    np.savez(os.path.join(out, f"rank{rank}.npz"), out=y.detach().numpy(), stats=stats.numpy(),
+             **{f"local{i}": s.numpy() for i, s in enumerate(local)})
     if world > 1:
         dist.destroy_process_group()
 

@@ -75,7 +75,37 @@ def test_one_process_and_two_gloo_processes_give_the_same_bn(tmp_path, chunk):
                              env=dict(os.environ, OMP_NUM_THREADS="1"))
         assert run.returncode == 0, run.stderr[-3000:]
         results[world] = [np.load(out / f"rank{r}.npz") for r in range(world)]
-    one, (r0, r1) = results[1][0], results[2]
-    assert np.allclose(r0["stats"], r1["stats"], atol=1e-6)  # every rank holds the same statistics
-    assert np.allclose(one["stats"], r0["stats"], atol=1e-5)
-    assert np.allclose(one["out"], np.concatenate([r0["out"], r1["out"]]), atol=1e-4)
+    one, ranks = results[1][0], results[2]
+    layers = sorted(k for k in one.files if k.startswith("local"))
+    assert len(layers) == 2 and all(r.files == one.files for r in ranks)
+    # Each rank's own chunk statistics, read before the gather that gives every rank the same
+    # running statistics: chunk 8 = one chunk per rank, the one-process run's chunk r on rank r;
+    # chunk 16 = one chunk over both ranks, the one-process run's single chunk on each.
+    for key in layers:
+        assert one[key].shape[0] == 16 // chunk
+        for r, res in enumerate(ranks):
+            want = one[key][r:r + 1] if chunk == 8 else one[key]
+            assert res[key].shape == want.shape and np.allclose(res[key], want, atol=1e-5), (key, r)
+    for res in ranks:  # and what each rank ends with (the gathered updates) is the one-process run's
+        assert np.allclose(one["stats"], res["stats"], atol=1e-5)
+    assert np.allclose(one["out"], np.concatenate([r["out"] for r in ranks]), atol=1e-4)
+
+
+@pytest.mark.parametrize("batch,sizes", [(20, [8, 8, 4]), (17, [8, 9]), (5, [5]), (4, [4])])
+def test_a_batch_that_does_not_tile_into_chunks_uses_whole_chunks_and_a_smaller_last_one(batch, sizes):
+    # Chunk 8 on one process: 20 = 8 + 8 + 4; 17 = 8 + 9 (a last single image joins the chunk
+    # before it); 5 and 4 (< 8, no processes to span) = plain BN over the batch. Outputs and
+    # running statistics equal separate BN calls on those chunks, one after another.
+    torch.manual_seed(1)
+    x = torch.randn(batch, 3, 4, 2) * 2 + 0.5
+    reference = nn.BatchNorm2d(3)
+    nn.init.uniform_(reference.weight)
+    chunked = nn.BatchNorm2d(3)
+    chunked.load_state_dict(reference.state_dict())
+    convert_chunked_bn(chunked, 8)
+    expected = torch.cat([reference(part) for part in x.split(sizes)])
+    got = chunked(x)
+    assert torch.allclose(got, expected, atol=1e-5)
+    for key in ("running_mean", "running_var"):
+        assert torch.allclose(getattr(chunked, key), getattr(reference, key), atol=1e-6), key
+    assert int(chunked.num_batches_tracked) == len(sizes)

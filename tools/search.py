@@ -92,8 +92,11 @@ def main(argv=None):
     p.add_argument("--topk", type=int, default=10)
     p.add_argument("--same-camera", action="store_true",
                    help="also match gallery images from the query's own camera (left out by default)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides (e.g. MODEL.WEIGHTS)")
-    args = p.parse_args(argv)
+    p.add_argument("opts", nargs=argparse.REMAINDER,
+                   help="KEY VALUE config overrides (e.g. MODEL.WEIGHTS w), before, between or after the flags")
+    from calr_plugin.utils.cli import parse_args
+
+    args = parse_args(p, argv)  # flags before or after the KEY VALUE overrides
     try:
         from calr_plugin.search import GalleryIndex, _item, evaluate, gallery_items
 
