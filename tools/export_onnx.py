@@ -19,25 +19,63 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import calr_plugin  # noqa: E402,F401
 from calr_plugin import CalrError  # noqa: E402
+from calr_plugin.utils.cli import parse_args  # noqa: E402
 
 
 def check_images(cfg, n):
-    """(n, 3, H, W) float32 RGB 0-255 tensors of real images through FastReID's test transform."""
+    """Up to ``n`` real images of the config's test split through FastReID's test transform.
+
+    Only the chosen images are decoded (listing a split opens no image; the dataset loader
+    would decode every image of every split): ``n`` evenly spaced over query + gallery, or
+    over the training images when there is no test split. An unreadable one is left out
+    with a warning and the next image of the split is tried instead.
+
+    Args:
+        cfg (CfgNode): the export's config (DATASETS.TESTS, else DATASETS.NAMES).
+        n (int): how many images to compare on.
+    Returns:
+        Tensor: (k, 3, H, W) float32, RGB 0-255, H x W = INPUT.SIZE_TEST; k = n unless the split
+        has fewer readable images.
+    Raises:
+        DataError: the dataset is missing, or none of its images can be read.
+    """
     import torch
     from fastreid.data.transforms import build_transforms
     from PIL import Image
 
-    from calr_plugin.data.build import has_test_split, load_dataset
+    from calr_plugin import DataError
+    from calr_plugin.data.build import dataset_root, has_test_split
 
     name = (cfg.DATASETS.TESTS or cfg.DATASETS.NAMES)[0]
-    with_test, _ = has_test_split(cfg, name) if name == "ReIDFolder" else (True, None)
-    data = load_dataset(cfg, name)
+    try:
+        with_test, data = has_test_split(cfg, name)
+    except RuntimeError as e:  # FastReID's own datasets: a missing folder
+        if "is not found" not in str(e):
+            raise
+        raise DataError(f"dataset {name}: {e}; put it under $FASTREID_DATASETS (now {dataset_root()!r}) "
+                        f"in FastReID's layout") from None
     items = (data.query + data.gallery) if with_test else data.train
     if not items:
-        raise CalrError(f"dataset {name}: no image to check the export on")
+        raise DataError(f"dataset {name}: no image to check the export on")
     step = max(1, len(items) // n)
+    chosen = list(range(0, len(items), step))[:n]
+    # Fallbacks for unreadable images: the others, in order; only decoded when needed.
+    taken = set(chosen)
+    candidates = chosen + [i for i in range(len(items)) if i not in taken]
     transform = build_transforms(cfg, is_train=False)
-    return torch.stack([transform(Image.open(p).convert("RGB")) for p, _, _ in items[::step][:n]]).float()
+    images = []
+    for i in candidates:
+        if len(images) == n:
+            break
+        path = items[i][0]
+        try:
+            with Image.open(path) as im:
+                images.append(transform(im.convert("RGB")))
+        except Exception as e:  # PIL raises many types for broken files
+            print(f"warning: {path}: unreadable image ({type(e).__name__}), not used for the check", file=sys.stderr)
+    if not images:
+        raise DataError(f"dataset {name}: none of its {len(items)} images can be read to check the export on")
+    return torch.stack(images).float()
 
 
 def main(argv=None):
@@ -47,8 +85,9 @@ def main(argv=None):
     p.add_argument("--check-images", type=int, default=8, help="real images to compare on (0: skip)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed |PyTorch - ONNX| feature value")
     p.add_argument("--opset", type=int, default=17)
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides (e.g. MODEL.WEIGHTS)")
-    args = p.parse_args(argv)
+    p.add_argument("opts", nargs=argparse.REMAINDER,
+                   help="KEY VALUE config overrides (e.g. MODEL.WEIGHTS w), before, between or after the flags")
+    args = parse_args(p, argv)  # flags before or after the KEY VALUE overrides
     try:
         from calr_plugin.checkpoint import load_inference_model
         from calr_plugin.export import export_onnx, max_difference

@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import calr_plugin  # noqa: E402,F401
 from calr_plugin import CALRTrainer, CalrError, load_config  # noqa: E402
+from calr_plugin.utils.cli import parse_args  # noqa: E402
 
 
 def main(argv=None):
@@ -24,8 +25,9 @@ def main(argv=None):
     p.add_argument("--config-file", required=True)
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--split", default="train", choices=("train", "query", "gallery"))
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
-    args = p.parse_args(argv)
+    p.add_argument("opts", nargs=argparse.REMAINDER,
+                   help="KEY VALUE config overrides (e.g. MODEL.WEIGHTS w), before, between or after the flags")
+    args = parse_args(p, argv)  # flags before or after the KEY VALUE overrides
     try:
         import numpy as np
         from fastreid.utils.checkpoint import Checkpointer

@@ -19,6 +19,7 @@ from calr_plugin import CALRTrainer, CalrError, load_config, setup_run  # noqa: 
 from calr_plugin.checkpoint import check_head_matches  # noqa: E402
 from calr_plugin.data.build import NoTestSplit  # noqa: E402
 from calr_plugin.utils.atomic import atomic_write_text  # noqa: E402
+from calr_plugin.utils.cli import parse_args  # noqa: E402
 from fastreid.engine import default_argument_parser, launch  # noqa: E402
 from fastreid.utils import comm  # noqa: E402
 from fastreid.utils.checkpoint import Checkpointer  # noqa: E402
@@ -66,7 +67,9 @@ def main(args):
 
 
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    # FastReID's parser, but --resume / --eval-only / --num-gpus may also follow the KEY VALUE
+    # overrides (its REMAINDER opts would take them as config keys).
+    args = parse_args(default_argument_parser())
     try:
         load_config(args.config_file, args.opts)  # fail fast, before spawning workers
     except CalrError as e:
