@@ -30,6 +30,7 @@ from fastreid.utils.env import seed_all_rng
 from .data.sampler import PseudoLabelSampler
 from .features import extract_features
 from .labels import LabelParams, cluster_metrics, intra_camera_labels, stage2_labels
+from .labels.metrics import cameras_per_cluster
 from .utils.atomic import atomic_savez
 
 logger = logging.getLogger("fastreid." + __name__)  # shares FastReID's console and log.txt
@@ -209,8 +210,7 @@ class Stage2LabelHook(LabelHook):
             stats["calr/mean_weight"] = float(np.mean(r.weights))
             sizes = np.bincount(labels[labels >= 0])
             stats["calr/mean_cluster_size"] = float(sizes.mean())
-            cams_per = [len(np.unique(self.train_set.cams[labels == k])) for k in range(len(sizes))]
-            stats["calr/cameras_per_cluster"] = float(np.mean(cams_per))
+            stats["calr/cameras_per_cluster"] = float(np.mean(cameras_per_cluster(labels, self.train_set.cams)))
         if self.local_labels is not None and epoch == 0:
             stats.update(self.quality("local", self.local_labels, within_camera=True))
         stats.update(self.quality("global", r.global_labels))

@@ -22,7 +22,7 @@ from typing import Dict, Optional
 import numpy as np
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-__all__ = ["cluster_metrics", "label_agreement", "METRIC_KEYS"]
+__all__ = ["cameras_per_cluster", "cluster_metrics", "label_agreement", "METRIC_KEYS"]
 
 METRIC_KEYS = (
     "precision", "recall", "fscore", "expansion", "nmi", "ari", "clustered_fraction", "num_clusters"
@@ -36,6 +36,26 @@ def _pairs(*keys: np.ndarray) -> int:
     _, counts = np.unique(np.stack(keys, axis=1), axis=0, return_counts=True)
     counts = counts.astype(np.int64)
     return int((counts * (counts - 1) // 2).sum())
+
+
+def cameras_per_cluster(labels: np.ndarray, cams: np.ndarray) -> np.ndarray:
+    """Distinct cameras in each cluster, in O(N log N) (one ``np.unique`` of (label, camera) pairs).
+
+    Args:
+        labels: (N,) int cluster labels; -1 = outlier (not counted).
+        cams: (N,) int camera ids, any values.
+
+    Returns:
+        (K,) int64 for K = max(labels) + 1: entry k is the number of cameras among the images
+        labelled k (0 for a label no image has).
+    """
+    labels = np.asarray(labels)
+    cams = np.asarray(cams)
+    if labels.shape != cams.shape or labels.ndim != 1:
+        raise ValueError(f"labels and cams must be (N,) arrays of one length, got {labels.shape} and {cams.shape}")
+    keep = labels >= 0
+    pairs = np.unique(np.stack([labels[keep], cams[keep]], axis=1), axis=0)
+    return np.bincount(pairs[:, 0], minlength=int(labels.max(initial=-1)) + 1).astype(np.int64)
 
 
 def cluster_metrics(
