@@ -139,7 +139,8 @@ def extract_with_style(model, paths, cfg, desc="auto features"):
         cfg (CfgNode): as for ``features.extract_features``, and DATASETS.CAMERA_LAYER.
     Returns:
         tuple: ndarray (N, D) float32 L2-normalised embeddings; ndarray (N, 2K) float32 style
-        statistics, or None when no layer is found; the tapped layer's name or None.
+        statistics, or None when no layer is found; the tapped layer's name or None. On ranks
+        other than 0 both arrays are None (extract_features gathers on rank 0).
     """
     from .features import extract_features
 
@@ -148,6 +149,8 @@ def extract_with_style(model, paths, cfg, desc="auto features"):
         return extract_features(model, paths, cfg, desc=desc), None, None
     dim = _eval_forward(model, *cfg.INPUT.SIZE_TEST).shape[1]
     both = extract_features(StyleTap(model, layer), paths, cfg, desc=desc)
+    if both is None:  # ranks other than 0: only rank 0 receives the features (and uses them)
+        return None, None, layer
     # extract_features normalised the concatenation; each part is rescaled, so normalise the
     # embedding again (the style graph normalises its rows itself).
     emb = both[:, :dim] / np.maximum(np.linalg.norm(both[:, :dim], axis=1, keepdims=True), 1e-12)

@@ -57,7 +57,7 @@ def _ddp_main(out, fail_rank=None):
     # What the label step and the evaluation see after training: the same on every rank.
     from calr_plugin.features import extract_features
 
-    feats = extract_features(trainer.model, trainer.train_set.paths, cfg)
+    feats = extract_features(trainer.model, trainer.train_set.paths, cfg, gather="all")  # each rank's copy
     results = CALRTrainer.test(cfg, trainer.model)
     bn = torch.cat([b.detach().double().flatten() for n, b in model.named_buffers() if "running" in n])
     np.savez(os.path.join(out, f"rank{comm.get_rank()}.npz"), memory=model.memory.memory.numpy(),
