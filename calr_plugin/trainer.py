@@ -172,6 +172,13 @@ class CALRTrainer(DefaultTrainer):
             cfg.MODEL.HEADS.NUM_CLASSES = 1
         if cfg.CALR.ALIGN.NUM_CAMERAS == 0:
             cfg.CALR.ALIGN.NUM_CAMERAS = train_set.num_cameras
+        elif cfg.CALR.ALIGN.ENABLED and cfg.CALR.ALIGN.NUM_CAMERAS < train_set.num_cameras:
+            # The camera classifier's targets are the camera ids: one out of range would stop
+            # the first step with an index error inside the cross-entropy.
+            raise ConfigError(f"CALR.ALIGN.NUM_CAMERAS = {cfg.CALR.ALIGN.NUM_CAMERAS}: below the "
+                              f"{train_set.num_cameras} training cameras "
+                              f"({'inferred' if cfg.DATASETS.CAMERAS == 'infer' else 'given'}); expected 0 "
+                              f"(from the data) or at least {train_set.num_cameras}")
         if comm.is_main_process() and cfg.OUTPUT_DIR:
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
             from .utils.atomic import atomic_write_text
@@ -306,6 +313,32 @@ class CALRTrainer(DefaultTrainer):
                                       num_workers=cfg.DATALOADER.NUM_WORKERS)
 
 
+SEED_FILE = "seed.json"
+
+
+def _started_with(output_dir):
+    """The seed a run in ``output_dir`` started with (rank 0), or None when there is none.
+
+    ``seed.json`` records it; a run from before that file existed has it in config.yaml,
+    read here before FastReID's default_setup overwrites that file.
+    """
+    import json
+
+    path = os.path.join(output_dir, SEED_FILE)
+    if os.path.isfile(path):
+        with open(path) as f:
+            return int(json.load(f)["seed"]), path
+    path = os.path.join(output_dir, "config.yaml")
+    if os.path.isfile(path):
+        import yaml
+
+        with open(path) as f:
+            seed = (yaml.safe_load(f) or {}).get("SEED", -1)
+        if isinstance(seed, int) and seed >= 0:
+            return seed, path
+    return None, None
+
+
 def setup_run(cfg, args):
     """FastReID's default_setup (logger, config dump) plus the calr-reid seed.
 
@@ -313,34 +346,56 @@ def setup_run(cfg, args):
     FastReID's samplers draw their shared seed from the seeded numpy RNG, so sampling,
     augmentation and training order repeat on CPU. ``SEED -1`` draws a fresh seed, logs it
     and writes it into ``cfg.SEED`` (and config.yaml), so the run can be repeated.
+    A training run records its seed in ``OUTPUT_DIR/seed.json``; ``--resume`` continues
+    with that seed (with ``SEED -1`` it is taken from there; another explicit SEED is a
+    ConfigError), so stage 1, the auto settings and the label steps stay the run's own.
     """
     from fastreid.engine import default_setup
     from fastreid.utils.env import seed_all_rng
 
-    default_setup(cfg, args)
-    if cfg.SEED < 0:
-        # A fresh seed for this run, the same on every rank; without it the refinement draws
-        # and the sampler (seeded from SEED) would repeat seed 0 in every run.
-        import numpy as np
+    from .hooks import broadcast_from_main
 
-        from .hooks import broadcast_from_main
+    resume = getattr(args, "resume", False)
+    training = not getattr(args, "eval_only", False)
+    drawn = source = None
+    if comm.is_main_process():
+        recorded, source = _started_with(cfg.OUTPUT_DIR) if (resume and training and cfg.OUTPUT_DIR) else (None, None)
+        if recorded is not None and cfg.SEED >= 0 and cfg.SEED != recorded:
+            drawn = ConfigError(f"SEED {cfg.SEED} with --resume: {cfg.OUTPUT_DIR} is a run that started with seed "
+                                f"{recorded} ({source}); resume it with SEED {recorded} (or -1), or train into "
+                                f"another OUTPUT_DIR")
+        elif cfg.SEED < 0:
+            # A fresh seed for this run, the same on every rank; without it the refinement
+            # draws and the sampler (seeded from SEED) would repeat seed 0 in every run.
+            import numpy as np
 
-        seed = broadcast_from_main(int(np.random.SeedSequence().entropy % (2 ** 31)) if comm.is_main_process()
-                                   else None)
+            drawn = recorded if recorded is not None else int(np.random.SeedSequence().entropy % (2 ** 31))
+    drawn, source = broadcast_from_main((drawn, source))
+    if isinstance(drawn, ConfigError):
+        raise drawn
+    asked = cfg.SEED
+    if drawn is not None:
         cfg.defrost()
-        cfg.SEED = seed
+        cfg.SEED = drawn
         cfg.freeze()
-        if comm.is_main_process() and cfg.OUTPUT_DIR:
-            from .utils.atomic import atomic_write_text
+    default_setup(cfg, args)  # config.yaml and the logged config show the seed in use
+    if comm.is_main_process() and cfg.OUTPUT_DIR and training:
+        import json
 
-            atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
-        logging.getLogger("fastreid").info(f"SEED -1: this run draws seed {seed} (pass SEED {seed} to repeat it; "
-                                           f"config.yaml records it)")
-        seed_all_rng(seed + comm.get_rank())
-        return
+        from .utils.atomic import atomic_write_text
+
+        atomic_write_text(os.path.join(cfg.OUTPUT_DIR, SEED_FILE), json.dumps({"seed": cfg.SEED}))
+    log = logging.getLogger("fastreid")
+    if asked < 0 and source:
+        log.info(f"SEED -1 with --resume: continuing with seed {cfg.SEED}, the seed this run started with "
+                 f"(read from {source})")
+    elif asked < 0:
+        log.info(f"SEED -1: this run draws seed {cfg.SEED} (pass SEED {cfg.SEED} to repeat it; config.yaml and "
+                 f"{SEED_FILE} record it)")
     seed_all_rng(cfg.SEED + comm.get_rank())
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
+    if asked >= 0:
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
 
 
 __all__ = ["CALRTrainer", "StepRunner", "TrainingDiverged", "setup_run"]

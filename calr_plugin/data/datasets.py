@@ -243,11 +243,34 @@ def dataset_kwargs(cfg):
     }
 
 
+def relative_keys(paths):
+    """Each path relative to the deepest folder holding all of them, '/'-separated.
+
+    What saved per-image results (stage-1 labels, inferred cameras) are matched by: unlike
+    the bare file name it tells ``cam1/000001.jpg`` from ``cam2/000001.jpg``, and unlike the
+    full path it survives moving the dataset folder. For one camera-folder dataset the
+    folder is its ``train/`` (keys ``<camera>/.../<name>``), for a Market layout its
+    ``bounding_box_train/`` (keys are file names).
+
+    Args:
+        paths (list[str]): N image paths (absolute, or relative to the working directory).
+    Returns:
+        list[str]: N keys.
+    """
+    if not paths:
+        return []
+    absolute = [os.path.abspath(p) for p in paths]
+    root = os.path.commonpath([os.path.dirname(p) for p in absolute])
+    return [os.path.relpath(p, root).replace(os.sep, "/") for p in absolute]
+
+
 class TrainSet:
     """The training images CALR clusters, in a fixed order (sorted by path).
 
     Attributes:
         paths (list[str]): N image paths.
+        keys (list[str]): N paths relative to the folder holding all of them
+            (``relative_keys``): how saved stage-1 labels are matched to the images.
         cams (ndarray): (N,) int64 camera index 0..C-1.
         cam_names (list[str]): C camera names (folder names, or numbers as written).
         gt (ndarray | None): (N,) int64 ground-truth ids, for reporting label quality
@@ -261,6 +284,7 @@ class TrainSet:
     def __init__(self, items, keep_gt=True):
         items = sorted(items, key=lambda it: it[0])
         self.paths = [it[0] for it in items]
+        self.keys = relative_keys(self.paths)
         cam_names = sorted({it[2] for it in items})
         cam_index = {c: i for i, c in enumerate(cam_names)}
         self.cams = np.array([cam_index[it[2]] for it in items], dtype=np.int64)
@@ -285,6 +309,7 @@ class TrainSet:
         out = TrainSet.__new__(TrainSet)
         idx = np.flatnonzero(mask)
         out.paths = [self.paths[i] for i in idx]
+        out.keys = [self.keys[i] for i in idx]  # the whole set's keys, not the subset's own
         out.cams = self.cams[idx]
         out.cam_names = self.cam_names
         out.gt = None if self.gt is None else self.gt[idx]
