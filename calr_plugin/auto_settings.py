@@ -8,7 +8,8 @@ pretrained backbone, or MODEL.WEIGHTS) extracts the (N, D) training features onc
 their (N, S) style statistics when cameras are inferred, ``camera_style``), rank 0
 infers pseudo-cameras (``labels.cameras``) and chooses the values (``labels.auto``), and
 every rank gets the same result. Person ids are never read (the ground-truth cameras only
-for reporting agreement). The choice, its evidence and the cameras go to
+for reporting agreement). The kNN graphs are built with the configured CALR.CLUSTER.KNN
+mode, as the per-epoch label step builds them. The choice, its evidence and the cameras go to
 ``OUTPUT_DIR/auto_settings.json`` (atomically); a rerun or ``--resume`` with the same
 images and inputs reuses that file, so a resumed run trains with the same values.
 """
@@ -45,10 +46,33 @@ def camera_agreement(inferred, given):
     return {"ari": float(adjusted_rand_score(given, inferred)), "purity": float(majority.sum() / len(inferred))}
 
 
+def _digest(names):
+    return hashlib.sha1("\n".join(names).encode()).hexdigest()
+
+
+def knn_options(cfg):
+    """``knn_search`` keyword arguments of the configured CALR.CLUSTER.KNN mode, as the
+    per-epoch label step uses them (``hooks.label_params``)."""
+    c = cfg.CALR.CLUSTER
+    return {"method": c.KNN, "hnsw_m": c.HNSW_M, "hnsw_ef_construction": c.HNSW_EF_CONSTRUCTION,
+            "hnsw_ef_search": c.HNSW_EF_SEARCH, "ivf_nlist": c.IVF_NLIST, "ivf_nprobe": c.IVF_NPROBE}
+
+
+def _knn_input(cfg):
+    """The kNN settings that change the graphs the choice reads (a list, as in the JSON file)."""
+    o = knn_options(cfg)
+    extra = {"exact": [], "hnsw": ["hnsw_m", "hnsw_ef_construction", "hnsw_ef_search"],
+             "ivf": ["ivf_nlist", "ivf_nprobe"]}[o["method"]]
+    return [o["method"]] + [o[k] for k in extra]
+
+
 def _inputs(cfg, train_set, requested):
-    """What the choice depends on; a saved choice is reused only when all of it matches."""
-    digest = hashlib.sha1("\n".join(os.path.basename(p) for p in train_set.paths).encode()).hexdigest()
-    return {"images": digest, "num_images": len(train_set), "requested": requested,
+    """What the choice depends on; a saved choice is reused only when all of it matches.
+
+    The images are identified by their relative paths (``TrainSet.keys``): bare file names
+    repeat across camera folders of frame dumps.
+    """
+    return {"images": _digest(train_set.keys), "num_images": len(train_set), "requested": requested,
             "cameras": cfg.DATASETS.CAMERAS, "num_cameras": str(cfg.DATASETS.NUM_CAMERAS),
             "camera_features": [cfg.DATASETS.CAMERA_FEATURES, cfg.DATASETS.CAMERA_LAYER]
             if cfg.DATASETS.CAMERAS == "infer" else None,  # a list: compared with the file's JSON
@@ -56,14 +80,27 @@ def _inputs(cfg, train_set, requested):
             "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(),
             "stage1_ims_per_batch": cfg.CALR.STAGE1.IMS_PER_BATCH, "camera_centre": cfg.CALR.CLUSTER.CAMERA_CENTRE,
             "k1": cfg.CALR.STAGE1.K1, "k2": cfg.CALR.STAGE1.K2, "k": str(cfg.CALR.CLUSTER.K), "seed": cfg.SEED,
-            "weights": cfg.MODEL.WEIGHTS or cfg.MODEL.BACKBONE.PRETRAIN_PATH}
+            "weights": cfg.MODEL.WEIGHTS or cfg.MODEL.BACKBONE.PRETRAIN_PATH, "knn": _knn_input(cfg)}
 
 
-def _with_old_defaults(saved_inputs):
+def _with_old_defaults(saved_inputs, inputs, train_set):
     """A saved file's inputs, with what files from before an input existed were chosen with:
-    K auto, and pseudo-cameras grouped by the embedding. Such files stay reusable as that."""
+    K auto, and pseudo-cameras grouped by the embedding. Such files stay reusable as that.
+
+    Files from before the kNN mode was an input were chosen on the exact graph whatever
+    CALR.CLUSTER.KNN said: they stay the choice of the run that made them. Files from
+    before images were identified by relative path hashed the bare file names: they match
+    when those are what this set hashes to and are all distinct (else the hash could not
+    tell the cameras' frames apart).
+    """
     infer = saved_inputs.get("cameras") == "infer"
-    return dict({"k": "auto", "camera_features": ["embedding", "auto"] if infer else None}, **saved_inputs)
+    out = dict({"k": "auto", "camera_features": ["embedding", "auto"] if infer else None, "knn": inputs["knn"]},
+               **saved_inputs)
+    if out.get("images") != inputs["images"]:
+        names = [os.path.basename(p) for p in train_set.paths]
+        if len(set(names)) == len(names) and out.get("images") == _digest(names):
+            out["images"] = inputs["images"]
+    return out
 
 
 def choose(cfg, train_set, feats, requested, style=None, layer=None):
@@ -82,7 +119,7 @@ def choose(cfg, train_set, feats, requested, style=None, layer=None):
         if want is not None and want > len(train_set) // 2:
             raise DataError(f"DATASETS.NUM_CAMERAS = {want}: more cameras than {len(train_set)} training images "
                             f"can fill with 2 images each")
-        r = infer_cameras(feats, want, seed=seed, style=style)
+        r = infer_cameras(feats, want, seed=seed, style=style, knn=knn_options(cfg))
         cams = r.cams
         out["cameras"] = {"num_cameras": r.num_cameras, "chosen_by": r.chosen_by,
                           "grouped_by": r.grouped_by if style is None else f"style of {layer}",
@@ -94,7 +131,8 @@ def choose(cfg, train_set, feats, requested, style=None, layer=None):
         per_process = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
         given_k = None if is_auto(cfg.CALR.CLUSTER.K) else int(cfg.CALR.CLUSTER.K)  # MIN_SIM is read at the K in use
         s = suggest_settings(feats, cams, per_process, cfg.CALR.STAGE1.IMS_PER_BATCH,
-                             cfg.CALR.CLUSTER.CAMERA_CENTRE, cfg.CALR.STAGE1.K1, cfg.CALR.STAGE1.K2, seed, k=given_k)
+                             cfg.CALR.CLUSTER.CAMERA_CENTRE, cfg.CALR.STAGE1.K1, cfg.CALR.STAGE1.K2, seed, k=given_k,
+                             knn=knn_options(cfg))
         out["values"] = {k: s.values[k] for k in requested}
         out["rules"] = {k: s.rules[k] for k in requested}
         out["images_per_person_and_camera"] = s.m
@@ -141,7 +179,7 @@ def resolve(cfg, train_set, build_model):
     if comm.is_main_process() and os.path.isfile(path):
         with open(path) as f:
             saved = json.load(f)
-        if _with_old_defaults(saved.get("inputs", {})) == inputs:
+        if _with_old_defaults(saved.get("inputs", {}), inputs, train_set) == inputs:
             result = saved
             logger.info(f"auto: reusing {path} (same images and inputs)")
     reuse = broadcast_from_main(result is not None)

@@ -62,7 +62,7 @@ def test_auto_values_read_no_person_id(tmp_path):
     from calr_plugin.data import synthetic
 
     sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
-    from camera_folders import make_camera_folders
+    from camera_folders import _digest, make_camera_folders
 
     spec = synthetic.SyntheticSpec(num_train_ids=8, num_test_ids=6, num_cameras=2, images_per_id_per_camera=3,
                                    height=64, width=32)
@@ -72,6 +72,12 @@ def test_auto_values_read_no_person_id(tmp_path):
     perm = dict(zip(ids, np.random.default_rng(0).permutation(ids) + 1000))
     _rename_ids(market, str(tmp_path / "permuted"), perm)
     make_camera_folders(market, str(tmp_path / "cameras"))
+    # Each copy's file name -> the original Market name, to compare the copies image by image.
+    unpermute = {v: k for k, v in perm.items()}
+    original = {"market": lambda f: f,
+                "permuted": lambda f: f"{unpermute[int(f.split('_', 1)[0])]:04d}_{f.split('_', 1)[1]}",
+                "cameras": {_digest(f) + ".jpg": f
+                            for f in os.listdir(os.path.join(market, "bounding_box_train"))}.__getitem__}
     choices = []
     for name in ("market", "permuted", "cameras"):
         cfg = tiny_cfg("CALR/Base-CALR.yml", tmp_path / f"out_{name}", "MODEL.DEVICE", "cpu",
@@ -79,14 +85,20 @@ def test_auto_values_read_no_person_id(tmp_path):
                        "DATASETS.FOLDER", str(tmp_path / name), "DATASETS.CAMERAS", "infer", "SEED", "3", *AUTO)
         out, train_set, saved = resolved(cfg)
         assert (train_set.gt is None) == (name == "cameras")
-        cams = dict(zip((os.path.basename(p) for p in train_set.paths), train_set.cams))
+        cams = dict(zip((original[name](os.path.basename(p)) for p in train_set.paths), train_set.cams))
         choices.append((saved["values"], saved["images_per_person_and_camera"], cams))
         assert out.CALR.CLUSTER.K == saved["values"]["CALR.CLUSTER.K"]
     assert choices[0][0] == choices[1][0] == choices[2][0]
     assert choices[0][1] == choices[1][1] == choices[2][1]
-    # Pseudo-cameras agree image by image (names differ between the copies: match by content order).
-    sizes = [sorted(np.bincount(list(c[2].values())).tolist()) for c in choices]
-    assert sizes[0] == sizes[1] == sizes[2]
+    # Pseudo-cameras agree image by image (matched by the original name; a pseudo-camera's
+    # number depends on the images' order, which the names change, so the groups are compared).
+    names = sorted(choices[0][2])
+    assert sorted(choices[1][2]) == sorted(choices[2][2]) == names
+    first = np.array([choices[0][2][n] for n in names])
+    for _, _, cams in choices[1:]:
+        other = np.array([cams[n] for n in names])
+        pairs = np.unique(np.stack([first, other]), axis=1).shape[1]
+        assert pairs == len(np.unique(first)) == len(np.unique(other)), "pseudo-cameras group other images"
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +248,54 @@ def test_min_sim_is_read_at_the_k_in_use():
         sims, _ = knn_search(l2_normalize(feats), k, normalize=False)
         assert s.values["CALR.CLUSTER.MIN_SIM"] == round(float(np.median(sims[:, 1:])), 4)
         assert f"at K={k}" in s.rules["CALR.CLUSTER.MIN_SIM"] and s.rules["CALR.CLUSTER.K"] == "given (not auto)"
+
+
+def test_the_auto_probe_and_camera_inference_use_the_configured_knn(tmp_path, monkeypatch):
+    """CALR.CLUSTER.KNN hnsw (or ivf): the auto choice's and the camera inference's kNN graphs
+    are built with it and its settings, as the per-epoch label step builds its graph, not
+    exact whatever the config says; the mode is an input of the saved choice."""
+    from calr_plugin import auto_settings
+    from calr_plugin.labels import auto, cameras, knn
+
+    calls = []
+
+    def recording(x, k, **kwargs):
+        calls.append(kwargs)
+        return knn.knn_search(x, k, **kwargs)
+
+    monkeypatch.setattr(auto, "knn_search", recording)
+    monkeypatch.setattr(cameras, "knn_search", recording)
+    rng = np.random.default_rng(0)
+    feats = (np.repeat(rng.normal(size=(30, 16)), 4, axis=0) + 0.1 * rng.normal(size=(120, 16))).astype(np.float32)
+    train_set = TrainSet([(f"/data/c{i % 2}/{i:03d}.jpg", None, f"c{i % 2}") for i in range(120)])
+    for method, settings in (("hnsw", {"hnsw_m": 8, "hnsw_ef_construction": 20, "hnsw_ef_search": 16}),
+                             ("ivf", {"ivf_nlist": 2, "ivf_nprobe": 1})):
+        calls.clear()
+        cfg = tiny_cfg("CALR/Base-CALR.yml", tmp_path, "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False",
+                       "DATASETS.CAMERAS", "infer", "CALR.CLUSTER.KNN", method,
+                       *[x for k, v in settings.items() for x in (f"CALR.CLUSTER.{k.upper()}", str(v))], *AUTO)
+        out = auto_settings.choose(cfg, train_set, feats, ["CALR.CLUSTER.K", "CALR.CLUSTER.MIN_SIM"])
+        assert out["cameras"]["num_cameras"] >= 2 and "CALR.CLUSTER.MIN_SIM" in out["values"]
+        assert len(calls) == 2  # the camera graph and the MIN_SIM graph
+        assert all(c["method"] == method and all(c[k] == v for k, v in settings.items()) for c in calls), calls
+        assert auto_settings._inputs(cfg, train_set, [])["knn"] == [method, *settings.values()]
+
+
+def test_an_old_file_hashed_by_file_name_matches_only_when_the_names_are_distinct(tmp_path):
+    """Files from before images were hashed by relative path (and before the kNN mode was an
+    input) stay reusable when the bare names identify the images, not when frame dumps
+    repeat them (cam1/000001.jpg, cam2/000001.jpg: the old hash cannot tell cameras apart)."""
+    import hashlib
+
+    from calr_plugin.auto_settings import _inputs, _with_old_defaults
+
+    cfg = tiny_cfg("CALR/Base-CALR.yml", tmp_path, "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False", *AUTO)
+    for frame_names, reusable in ((False, True), (True, False)):
+        train_set = TrainSet([(f"/data/train/cam{c}/" + (f"{i:06d}.jpg" if frame_names else f"c{c}_{i:06d}.jpg"),
+                               None, f"cam{c}") for c in (1, 2) for i in range(5)])
+        inputs = _inputs(cfg, train_set, ["CALR.CLUSTER.K"])
+        by_name = hashlib.sha1("\n".join(os.path.basename(p) for p in train_set.paths).encode()).hexdigest()
+        assert inputs["images"] != by_name  # relative paths now: cam1/..., cam2/...
+        old = dict({k: v for k, v in inputs.items() if k != "knn"}, images=by_name)
+        assert (_with_old_defaults(old, inputs, train_set) == inputs) == reusable, frame_names
+        assert _with_old_defaults(dict(old, seed=inputs["seed"] + 1), inputs, train_set) != inputs

@@ -153,7 +153,7 @@ class AutoSettings:
 def suggest_settings(features: np.ndarray, cams: np.ndarray, ims_per_batch: int = 64,
                      stage1_ims_per_batch: int = 64, camera_centre_features: bool = False,
                      k1: int = 15, k2: int = 4, seed: int = 0, m: Optional[float] = None,
-                     k: Optional[int] = None) -> AutoSettings:
+                     k: Optional[int] = None, knn: Optional[dict] = None) -> AutoSettings:
     """Every ``auto`` value from unlabeled features and camera ids (rules in the module docstring).
 
     Args:
@@ -166,6 +166,8 @@ def suggest_settings(features: np.ndarray, cams: np.ndarray, ims_per_batch: int 
         m: skip the estimate and use this m (e.g. known images per person and camera).
         k: the CALR.CLUSTER.K in use when it is not ``auto``: MIN_SIM is the median edge
             of the graph the clustering will build, so it is read at this K.
+        knn: ``knn_search`` keyword arguments (method, hnsw_*, ivf_*) of the graph the
+            clustering builds (CALR.CLUSTER.KNN); None = exact.
     Returns:
         ``AutoSettings``.
     """
@@ -183,8 +185,8 @@ def suggest_settings(features: np.ndarray, cams: np.ndarray, ims_per_batch: int 
         k_rule = "given (not auto)"
     k = min(k, len(feats))
     x = camera_centre(feats, cams) if camera_centre_features else l2_normalize(feats)
-    sims, _ = knn_search(x, k, normalize=False, seed=seed)
-    edges = sims[:, 1:].ravel()
+    sims, idx = knn_search(x, k, normalize=False, seed=seed, **(knn or {}))
+    edges = sims[:, 1:][idx[:, 1:] >= 0]  # an approximate index marks neighbours it missed with -1
     min_sim = round(float(np.median(edges)), 4)
     values = {
         "CALR.STAGE1.CLUSTER_RATIO": round(float(min(1.0, 1.0 / m)), 4),

@@ -51,20 +51,23 @@ class InferredCameras:
     grouped_by: str = "embedding"
 
 
-def _spectrum(features, k, n_eig, seed):
+def _spectrum(features, k, n_eig, seed, knn=None):
     """Laplacian eigenvalues (ascending) and eigenvectors of the symmetric kNN graph.
 
     Args:
         features: (N, D) float. k: neighbours per image (self excluded). n_eig: how many.
+        knn: ``knn_search`` keyword arguments (method, hnsw_*, ivf_*); None = exact.
     Returns:
         (n_eig,) float eigenvalues, (N, n_eig) float eigenvectors in the same order.
     """
     x = l2_normalize(np.asarray(features, dtype=np.float32), copy=True)
     n = len(x)
     kk = int(min(k, n - 1))
-    _, idx = knn_search(x, kk + 1, normalize=False, seed=seed)
+    _, idx = knn_search(x, kk + 1, normalize=False, seed=seed, **(knn or {}))
     rows = np.repeat(np.arange(n), kk)
-    a = sp.csr_matrix((np.ones(n * kk), (rows, idx[:, 1:].ravel())), shape=(n, n))
+    cols = idx[:, 1:].ravel()
+    found = cols >= 0  # an approximate index marks neighbours it missed with -1
+    a = sp.csr_matrix((np.ones(int(found.sum())), (rows[found], cols[found])), shape=(n, n))
     a = ((a + a.T) > 0).astype(np.float64)
     d = np.asarray(a.sum(axis=1)).ravel()
     inv_sqrt = sp.diags(1.0 / np.sqrt(np.maximum(d, 1e-12)))
@@ -76,7 +79,7 @@ def _spectrum(features, k, n_eig, seed):
 
 
 def infer_cameras(features: np.ndarray, num_cameras=None, k: int = 30, max_cameras: int = 16,
-                  seed: int = 0, style=None) -> InferredCameras:
+                  seed: int = 0, style=None, knn=None) -> InferredCameras:
     """Group images into pseudo-cameras by spectral clustering of a kNN graph.
 
     Args:
@@ -87,6 +90,8 @@ def infer_cameras(features: np.ndarray, num_cameras=None, k: int = 30, max_camer
         max_cameras: largest C considered when choosing it.
         seed: fixes the eigensolvers' start and k-means.
         style: (N, S) float style statistics to group by, or None to group by ``features``.
+        knn: ``knn_search`` keyword arguments of both kNN graphs (CALR.CLUSTER.KNN's
+            method, hnsw_*, ivf_*); None = exact.
     Returns:
         ``InferredCameras``.
     Raises:
@@ -101,7 +106,7 @@ def infer_cameras(features: np.ndarray, num_cameras=None, k: int = 30, max_camer
     chosen_by = "given"
     lap = vecs = None
     if num_cameras is None or style is None:
-        lap, vecs = _spectrum(features, k, n_eig, seed)
+        lap, vecs = _spectrum(features, k, n_eig, seed, knn)
     if num_cameras is None:
         gaps = np.diff(lap[: max_cameras + 1])
         gaps[0] = -np.inf  # C >= 2: a single camera leaves nothing to refine
@@ -110,7 +115,7 @@ def infer_cameras(features: np.ndarray, num_cameras=None, k: int = 30, max_camer
     if num_cameras == 1:
         return InferredCameras(np.zeros(n, np.int64), 1, chosen_by, lap, grouped_by)
     if style is not None:
-        style_lap, vecs = _spectrum(style, k, max(n_eig, num_cameras), seed)
+        style_lap, vecs = _spectrum(style, k, max(n_eig, num_cameras), seed, knn)
         lap = style_lap if lap is None else lap
     emb = l2_normalize(vecs[:, :num_cameras].astype(np.float32), copy=True)
     labels = KMeans(num_cameras, n_init=10, random_state=seed).fit_predict(emb)
