@@ -7,9 +7,15 @@ Shape shorthand: N gallery images, Q queries, D feature dims, k matches per quer
   (every image below it; the camera is its first sub-folder, "-" for loose files), with the
   person id when a Market name carries one.
 * ``Embedder``: L2-normalised (N, D) features from a PyTorch checkpoint or an exported ONNX
-  file, through FastReID's test transform (resize to INPUT.SIZE_TEST).
+  file, through ``features.Extractor``, the extraction training uses (FastReID's test
+  transform and loader, DATALOADER.NUM_WORKERS workers, the model's device, CALR.EXTRACT.ENGINE;
+  one ONNX Runtime session per run). Unreadable images are skipped and named. Its
+  ``fingerprint`` hashes what a feature depends on (``feature_signature``): the config's
+  INPUT and MODEL trees and the content of the weights or ONNX file.
 * ``GalleryIndex``: features saved in an index folder with each file's size and mtime and the
-  model's fingerprint; ``update`` extracts only new or changed files and drops removed ones.
+  fingerprint; ``update`` extracts only new or changed files, drops removed ones, and
+  re-extracts everything (saying why in one line) when the fingerprint changed. It saves a
+  part file every ``INDEX_CHUNK`` extracted images, so a killed indexing keeps its progress.
   Exact inner-product search (one BLAS product per block of queries), optionally leaving
   out the query's own camera: at N = 100,000 and D = 1280 a query takes 0.07 s on 2
   cores under load (bench/search_speed.py, docs/BENCHMARKS.md); the cost is linear in N, so
@@ -17,22 +23,41 @@ Shape shorthand: N gallery images, Q queries, D feature dims, k matches per quer
   that are re-ranked exactly.
 * ``evaluate``: mAP and CMC with FastReID's ``evaluate_rank`` on cosine distances (Market
   protocol), the numbers ``--eval-only`` prints for the same model and split.
+
+Index folder: ``index.npz`` (``features`` (N, D) float32, ``meta``: UTF-8 JSON of the items
+(path, pid, camera), stamps (size, mtime_ns), fingerprint and signature); ``part-NNNNNN.npz``
+(the same, for the chunks of an update not yet merged); ``hnsw.faiss`` (large galleries).
+float32, not float16: the saved features must rank exactly as the query's, which are float32.
 """
+import collections
+import glob
 import hashlib
 import json
+import logging
+import math
 import os
+import zipfile
 
 import numpy as np
 
 from .data.datasets import IMAGE_EXTENSIONS, NAME_PATTERN, list_images
 from .errors import CalrError, DataError
-from .utils.atomic import atomic_write_bytes, atomic_write_text
+from .utils.atomic import _atomic_write
 
-__all__ = ["gallery_items", "Embedder", "GalleryIndex", "evaluate"]
+__all__ = ["gallery_items", "feature_signature", "fingerprint_of", "signature_changes", "Embedder", "GalleryIndex",
+           "evaluate", "valid_queries", "unmatched_message"]
+
+logger = logging.getLogger("fastreid." + __name__)
 
 # Exact search up to here: 0.07 s a query at 100,000 x 1280 on 2 cores (bench/search_speed.py),
 # linear in N, so about 0.7 s and 5 GB of features at a million; past that, HNSW candidates.
 APPROXIMATE_ABOVE = 1_000_000
+# Extracted images between saves of an update: about a minute of CPU extraction, a few MB.
+INDEX_CHUNK = 4096
+# HNSW candidate rounds: each asks for 4x more before a query is searched exactly.
+HNSW_RETRIES = 3
+
+INDEX_FILE = "index.npz"
 
 
 def _item(path, camera=None):
@@ -71,148 +96,342 @@ def gallery_items(folder, split="bounding_box_test"):
     return items
 
 
+def file_digest(path):
+    """sha256 of a file's content (first 16 hex digits), with its size: what a moved or
+    touched copy of the same weights keeps, and any retrained file changes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return f"{os.path.getsize(path)} bytes, sha256 {h.hexdigest()[:16]}"
+
+
+def _flatten(node, prefix, out):
+    for key, value in node.items():
+        if isinstance(value, dict):
+            _flatten(value, f"{prefix}{key}.", out)
+        else:
+            out[prefix + key] = json.dumps(value, default=str)  # tuples and lists alike
+
+
+def feature_signature(cfg, onnx=None):
+    """What a search feature depends on, as a flat {name: str}.
+
+    * the config's INPUT tree (the test transform: INPUT.SIZE_TEST, INPUT.CROP; the training
+      augmentations are included too, which at worst re-extracts when only they changed);
+    * with a PyTorch model: the MODEL tree (backbone, pooling, neck, pixel mean/std, ...)
+      without MODEL.WEIGHTS's and PRETRAIN_PATH's paths and MODEL.DEVICE, and the content of
+      the weights (or of the pretrained backbone file when no weights are given);
+    * with an ONNX file: its content (the graph holds the model and its normalisation).
+
+    The rest of the config (OUTPUT_DIR, DATASETS, SOLVER, DATALOADER, TEST.IMS_PER_BATCH, CALR)
+    does not reach the eval forward; search runs without AMP (``load_inference_model``), and the
+    engines (torch, onnxruntime) agree to 1e-5.
+
+    Args:
+        cfg (CfgNode): the search's config. onnx (str | None): the exported graph.
+    Returns:
+        dict: {name: JSON-encoded value or file digest}.
+    """
+    sig = {}
+    _flatten(cfg.INPUT, "INPUT.", sig)
+    if onnx is not None:
+        sig["onnx file"] = file_digest(onnx)
+        return sig
+    _flatten(cfg.MODEL, "MODEL.", sig)
+    for key in ("MODEL.WEIGHTS", "MODEL.DEVICE", "MODEL.BACKBONE.PRETRAIN_PATH"):
+        sig.pop(key, None)
+    weights = cfg.MODEL.WEIGHTS
+    if weights:
+        if not os.path.isfile(weights):
+            raise CalrError(f"MODEL.WEIGHTS {weights}: file not found")
+        sig["weights file"] = file_digest(weights)
+    elif cfg.MODEL.BACKBONE.PRETRAIN and cfg.MODEL.BACKBONE.PRETRAIN_PATH \
+            and os.path.isfile(cfg.MODEL.BACKBONE.PRETRAIN_PATH):
+        sig["pretrained backbone file"] = file_digest(cfg.MODEL.BACKBONE.PRETRAIN_PATH)
+    return sig
+
+
+def fingerprint_of(signature):
+    """A short hash of a ``feature_signature``."""
+    return hashlib.sha1(json.dumps(signature, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def signature_changes(old, new, first=3):
+    """'KEY old -> new' of the first few entries that differ between two signatures."""
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    shown = [f"{k} {old.get(k, '(none)')} -> {new.get(k, '(none)')}" for k in keys[:first]]
+    return ", ".join(shown) + (f" and {len(keys) - first} more" if len(keys) > first else "")
+
+
 class Embedder:
     """L2-normalised features of image files, from a PyTorch model or an ONNX file.
 
     Args:
-        cfg (CfgNode): the model's config (INPUT.SIZE_TEST, TEST.IMS_PER_BATCH, MODEL.*).
-        model (nn.Module | None): the PyTorch model (eval mode); None with ``onnx``.
-        onnx (str | None): an exported graph (tools/export_onnx.py).
-        fingerprint (str): identifies the weights, so an index built with others is not reused.
+        cfg (CfgNode): the model's config (INPUT.SIZE_TEST, TEST.IMS_PER_BATCH,
+            DATALOADER.NUM_WORKERS, CALR.EXTRACT.ENGINE with a model, MODEL.*).
+        model (nn.Module | None): the PyTorch model, on the device to extract on; None with ``onnx``.
+        onnx (str | None): an exported graph (tools/export_onnx.py); one session for the Embedder.
+    Attributes:
+        signature (dict), fingerprint (str): see ``feature_signature``.
     """
 
-    def __init__(self, cfg, model=None, onnx=None, fingerprint=""):
-        from fastreid.data.transforms import build_transforms
+    def __init__(self, cfg, model=None, onnx=None):
+        from .features import Extractor
 
-        if (model is None) == (onnx is None):
-            raise ValueError("give a model or an ONNX file")
-        self.cfg, self.model, self.onnx = cfg, model, onnx
-        self.transform = build_transforms(cfg, is_train=False)
-        self.fingerprint = fingerprint
-        self._session = None
+        self.cfg = cfg
+        self.signature = feature_signature(cfg, onnx)
+        self.fingerprint = fingerprint_of(self.signature)
+        self.extractor = Extractor(cfg, model=model, onnx=onnx)
 
-    def _load(self, path):
-        from PIL import Image, UnidentifiedImageError
+    @property
+    def engine(self):
+        """"torch" or "onnxruntime" (after a fallback, the engine actually used)."""
+        return self.extractor.engine
 
-        try:
-            with Image.open(path) as im:
-                return self.transform(im.convert("RGB"))
-        except (OSError, UnidentifiedImageError) as e:
-            raise DataError(f"{path}: cannot read this image ({type(e).__name__}: {e})") from None
+    def extract(self, paths, desc="features"):
+        """features.Extraction of ``paths``: unreadable images skipped and named."""
+        return self.extractor.run(paths, desc=desc, bad="skip", gather="all")
 
     def __call__(self, paths, desc="features"):
-        """Returns (len(paths), D) float32 unit rows."""
-        import sys
+        """(len(paths), D) float32 unit rows.
 
-        import torch
-        from tqdm import tqdm
+        Raises:
+            DataError: an image cannot be read (one line naming it).
+        """
+        from .features import describe_unreadable
 
-        batch = max(1, self.cfg.TEST.IMS_PER_BATCH)
-        out = []
-        for s in tqdm(range(0, len(paths), batch), desc=desc, unit="batch", disable=not sys.stderr.isatty()):
-            images = torch.stack([self._load(p) for p in paths[s:s + batch]]).float()
-            if self.onnx:
-                from .export import onnx_features
+        result = self.extract(paths, desc)
+        if result.bad:
+            raise DataError(describe_unreadable(result.bad))
+        return result.feats
 
-                feats = onnx_features(self.onnx, images.numpy())
-            else:
-                with torch.no_grad():
-                    feats = self.model(images).numpy()
-            out.append(feats.astype(np.float32))
-        feats = np.concatenate(out) if out else np.zeros((0, 0), np.float32)
-        return feats / np.maximum(np.linalg.norm(feats, axis=1, keepdims=True), 1e-12)
+    def close(self):
+        self.extractor.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def _stamp(path):
-    st = os.stat(path)
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # gone since listed: the extraction names it as unreadable
     return [st.st_size, st.st_mtime_ns]
 
 
-class GalleryIndex:
-    """A saved, incrementally updated gallery index (features + file stamps + model fingerprint).
+def _write_index(path, feats, meta):
+    """One .npz (features + JSON meta), atomically, streamed to the file (no copy in memory)."""
+    blob = np.frombuffer(json.dumps(meta).encode("utf-8"), dtype=np.uint8)
+    _atomic_write(path, lambda f: np.savez(f, features=np.ascontiguousarray(feats, dtype=np.float32), meta=blob))
 
-    Files in ``folder``: ``features.npy`` (N, D) float32, ``gallery.json`` (items, stamps,
-    fingerprint). Written atomically.
+
+def _read_index(path):
+    """(meta dict, (N, D) float32) of an index or part file; None (with a warning) when unreadable."""
+    try:
+        with np.load(path) as z:
+            meta = json.loads(z["meta"].tobytes().decode("utf-8"))
+            feats = z["features"]
+        if len(feats) != len(meta["items"]) or len(meta["items"]) != len(meta["stamps"]):
+            raise ValueError(f"{len(feats)} features for {len(meta['items'])} items")
+        return meta, feats
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
+        logger.warning(f"{path}: unreadable index file ({type(e).__name__}: {e}); its images are extracted again")
+        return None
+
+
+IndexUpdate = collections.namedtuple("IndexUpdate", ["extracted", "reused", "unreadable"])
+IndexUpdate.__doc__ = """extracted, reused (int): images extracted now / taken from the saved index;
+unreadable: list of (path, reason) of gallery images left out."""
+
+
+class GalleryIndex:
+    """A saved, incrementally updated gallery index (features + file stamps + fingerprint).
+
+    Attributes:
+        items (list[tuple]): (path, pid, camera) of the indexed (readable) images, in gallery order.
+        feats (ndarray): (N, D) float32 unit rows, one per item.
+        exact_fallbacks (int): queries of the last ``search`` that the HNSW path left to exact search.
     """
 
     def __init__(self, folder):
         self.folder = folder
-        self.items, self.stamps, self.feats, self.fingerprint = [], [], np.zeros((0, 0), np.float32), ""
-        meta = os.path.join(folder, "gallery.json")
-        if os.path.isfile(meta) and os.path.isfile(os.path.join(folder, "features.npy")):
-            with open(meta) as f:
-                saved = json.load(f)
-            self.items = [tuple(it) for it in saved["items"]]
-            self.stamps, self.fingerprint = saved["stamps"], saved["fingerprint"]
-            self.feats = np.load(os.path.join(folder, "features.npy"))
+        self.items, self.stamps, self.feats = [], [], np.zeros((0, 0), np.float32)
+        self.fingerprint, self.signature = "", {}
+        self.exact_fallbacks = 0
+        self._hnsw = None
+        main = os.path.join(folder, INDEX_FILE)
+        loaded = _read_index(main) if os.path.isfile(main) else None
+        if loaded is not None:
+            meta, self.feats = loaded
+            self.items = [tuple(it) for it in meta["items"]]
+            self.stamps, self.fingerprint, self.signature = meta["stamps"], meta["fingerprint"], meta["signature"]
+        # Chunks of an update that did not finish (killed): their features are reused.
+        self._part_files = sorted(glob.glob(os.path.join(folder, "part-*.npz")))
+        self._parts = [p for p in map(_read_index, self._part_files) if p is not None]
 
-    def update(self, items, embed):
+    def update(self, items, embed, chunk=None, log=None):
         """Bring the index to ``items``: reuse unchanged files' features, extract the rest.
+
+        Features saved with another fingerprint (model, weights or config) are not reused; one
+        line says which settings changed. Every ``chunk`` extracted images are saved in a part
+        file, so a killed update loses at most one chunk; the end merges them into index.npz.
 
         Args:
             items (list[tuple]): (path, pid, camera) of the gallery now.
-            embed (Embedder): extracts features of new or changed files.
+            embed (Embedder): extracts features (``extract``); its ``fingerprint``, ``signature``.
+            chunk (int | None): images extracted between saves (None: INDEX_CHUNK).
+            log (callable | None): where the one-line notes go (default: the logger).
         Returns:
-            int: the number of images extracted now.
+            IndexUpdate: counts, and the unreadable images (left out of the index).
         """
-        known = {}
-        if self.fingerprint == embed.fingerprint:
-            known = {it[0]: (i, st) for i, (it, st) in enumerate(zip(self.items, self.stamps))}
+        log = log or logger.info
+        chunk = chunk or INDEX_CHUNK
+        fp = embed.fingerprint
+        sources = [({"fingerprint": self.fingerprint, "signature": self.signature, "items": self.items,
+                     "stamps": self.stamps}, self.feats)] + self._parts
+        known, stale = {}, []
+        for meta, feats in sources:
+            if not meta["items"]:
+                continue
+            if meta["fingerprint"] != fp:
+                stale.append(meta)
+                continue
+            for row, (it, st) in enumerate(zip(meta["items"], meta["stamps"])):
+                known[it[0]] = (feats, row, st)  # parts come later: newer than the index
+        if stale:
+            log(f"index {self.folder}: {sum(len(m['items']) for m in stale)} saved features come from another "
+                f"model or config ({signature_changes(stale[-1]['signature'], embed.signature) or 'another index'}"
+                f"): extracting again")
         stamps = [_stamp(it[0]) for it in items]
-        reuse = [known[it[0]][0] if it[0] in known and known[it[0]][1] == st else -1 for it, st in zip(items, stamps)]
-        todo = [i for i, r in enumerate(reuse) if r < 0]
-        new = embed([items[i][0] for i in todo], desc="gallery features") if todo else None
-        dim = new.shape[1] if new is not None else self.feats.shape[1]
-        feats = np.zeros((len(items), dim), np.float32)
-        for i, r in enumerate(reuse):
-            if r >= 0:
-                feats[i] = self.feats[r]
-        if todo:
-            feats[todo] = new
-        changed = bool(todo) or [tuple(it) for it in items] != self.items
-        self.items, self.stamps, self.feats, self.fingerprint = [tuple(it) for it in items], stamps, feats, \
-            embed.fingerprint
+        rows = [None] * len(items)  # (array, row) of each item's feature
+        todo = []
+        for i, (it, st) in enumerate(zip(items, stamps)):
+            k = known.get(it[0])
+            if k is not None and st is not None and list(k[2]) == st:
+                rows[i] = (k[0], k[1])
+            else:
+                todo.append(i)
+        unreadable = []
+        seq = 1 + max([int(os.path.basename(p)[5:11]) for p in self._part_files] + [0])
+        written = []
+        for s in range(0, len(todo), chunk):
+            part = todo[s:s + chunk]
+            result = embed.extract([items[i][0] for i in part], desc="gallery features")
+            unreadable += result.bad
+            done = [i for i, ok in zip(part, result.ok) if ok]
+            if not done:
+                continue
+            path = os.path.join(self.folder, f"part-{seq:06d}.npz")
+            _write_index(path, result.feats, {"fingerprint": fp, "signature": embed.signature,
+                                              "items": [list(items[i]) for i in done],
+                                              "stamps": [stamps[i] for i in done]})
+            written.append(path)
+            seq += 1
+            for row, i in enumerate(done):
+                rows[i] = (result.feats, row)
+        keep = [i for i, r in enumerate(rows) if r is not None]
+        dim = next((r[0].shape[1] for r in rows if r is not None), 0)
+        feats = np.zeros((len(keep), dim), np.float32)
+        for n, i in enumerate(keep):
+            feats[n] = rows[i][0][rows[i][1]]
+        new_items = [tuple(items[i]) for i in keep]
+        changed = bool(todo) or new_items != self.items or fp != self.fingerprint or bool(self._part_files)
+        self.items, self.stamps, self.feats = new_items, [stamps[i] for i in keep], feats
+        self.fingerprint, self.signature = fp, embed.signature
         if changed:
             self.save()
-        return len(todo)
+            for path in self._part_files + written:  # merged: index.npz holds them now
+                if os.path.exists(path):
+                    os.remove(path)
+            self._part_files, self._parts = [], []
+        return IndexUpdate(len(todo) - len(unreadable), len(keep) - (len(todo) - len(unreadable)), unreadable)
 
     def save(self):
-        import io
-
+        """Write index.npz (atomically) from items, stamps, feats and the fingerprint."""
         os.makedirs(self.folder, exist_ok=True)
-        buf = io.BytesIO()
-        np.save(buf, self.feats)
-        atomic_write_bytes(os.path.join(self.folder, "features.npy"), buf.getvalue())
-        self._hnsw = None  # features.npy is newer now: a saved HNSW index is rebuilt when next needed
-        atomic_write_text(os.path.join(self.folder, "gallery.json"),
-                          json.dumps({"items": self.items, "stamps": self.stamps, "fingerprint": self.fingerprint}))
+        stamps = self.stamps if len(self.stamps) == len(self.items) else [None] * len(self.items)
+        _write_index(os.path.join(self.folder, INDEX_FILE), self.feats,
+                     {"fingerprint": self.fingerprint, "signature": self.signature,
+                      "items": [list(it) for it in self.items], "stamps": stamps})
+        self._hnsw = None  # the features are newer now: a saved HNSW index is rebuilt when next needed
 
-    def _approximate(self, queries, k, exclude_cameras):
-        """HNSW candidates (4k, or more with a camera left out), re-ranked exactly; None where
-        a query has fewer than k candidates left (the caller searches those exactly)."""
+    def _hnsw_index(self):
         import faiss
 
         path = os.path.join(self.folder, "hnsw.faiss")
-        if getattr(self, "_hnsw", None) is None:
-            if os.path.isfile(path) and os.path.getmtime(path) >= os.path.getmtime(
-                    os.path.join(self.folder, "features.npy")):
+        saved = os.path.join(self.folder, INDEX_FILE)
+        if self._hnsw is None:
+            if os.path.isfile(path) and os.path.isfile(saved) and os.path.getmtime(path) >= os.path.getmtime(saved):
                 self._hnsw = faiss.read_index(path)
             else:
                 self._hnsw = faiss.IndexHNSWFlat(self.feats.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
                 self._hnsw.hnsw.efConstruction = 80
                 self._hnsw.add(self.feats)
-                faiss.write_index(self._hnsw, path)
-        self._hnsw.hnsw.efSearch = max(128, 8 * k)
-        _, cand = self._hnsw.search(np.ascontiguousarray(queries, dtype=np.float32), 4 * k)
-        return cand
+                if os.path.isfile(saved):  # kept next to the features it indexes
+                    faiss.write_index(self._hnsw, path)
+        return self._hnsw
+
+    def _approximate(self, queries, k, exclude_cameras, cams, dists, idx):
+        """HNSW candidates re-ranked exactly, into ``dists`` / ``idx``.
+
+        A query asks for 4k candidates scaled by the share of the gallery its camera filter
+        keeps (4k N / kept: with 90 % of the gallery in its own camera, 40k), and 4x more in
+        each of HNSW_RETRIES rounds while fewer than k are left after the filter.
+
+        Returns:
+            ndarray: the query rows still without k candidates (the caller searches them exactly).
+        """
+        hnsw = self._hnsw_index()
+        n = len(self.feats)
+        per_camera = collections.Counter(cams.tolist())
+        want = np.zeros(len(queries), np.int64)
+        pending, exact = [], []
+        for q in range(len(queries)):
+            left_out = exclude_cameras[q] if exclude_cameras is not None else None
+            kept = n - (per_camera.get(left_out, 0) if left_out is not None else 0)
+            if kept < k:
+                exact.append(q)  # fewer than k images outside its camera: exact lists them all
+                continue
+            want[q] = min(n, math.ceil(4 * k * n / kept))
+            pending.append(q)
+        for attempt in range(HNSW_RETRIES + 1):
+            short = []
+            for ask in sorted({int(want[q]) for q in pending}):
+                group = [q for q in pending if want[q] == ask]
+                hnsw.hnsw.efSearch = max(128, ask)
+                _, cand = hnsw.search(np.ascontiguousarray(queries[group], dtype=np.float32), ask)
+                for q, c in zip(group, cand):
+                    c = c[c >= 0]
+                    if exclude_cameras is not None and exclude_cameras[q] is not None:
+                        c = c[cams[c] != exclude_cameras[q]]
+                    if len(c) < k:
+                        short.append(q)
+                        continue
+                    sims = self.feats[c] @ queries[q]
+                    order = np.argsort(-sims, kind="stable")[:k]
+                    dists[q], idx[q] = 1.0 - sims[order], c[order]
+            if attempt == HNSW_RETRIES:
+                exact += short
+                break
+            exact += [q for q in short if want[q] >= n]  # asked for the whole gallery already
+            pending = [q for q in short if want[q] < n]
+            if not pending:
+                break
+            want[pending] = np.minimum(n, want[pending] * 4)
+        return np.array(sorted(exact), dtype=np.int64)
 
     def search(self, queries, k, exclude_cameras=None, chunk=64, approximate_above=APPROXIMATE_ABOVE):
         """Top-k gallery images of each query by cosine similarity.
 
         Exact (one BLAS product per block of queries) up to ``approximate_above`` gallery
-        images; past it, an HNSW index (saved in the index folder) proposes 4k candidates
-        that are re-ranked exactly, and a query with fewer than k candidates left after the
-        camera filter is searched exactly.
+        images; past it, an HNSW index (saved in the index folder) proposes candidates, as many
+        as the camera filter needs (``_approximate``), that are re-ranked exactly; a query still
+        short of k after the retries is searched exactly (counted in ``exact_fallbacks``).
 
         Args:
             queries (ndarray): (Q, D) float32 unit rows. k (int): matches per query.
@@ -220,7 +439,8 @@ class GalleryIndex:
                 left out (the query's own camera), or None to keep all.
         Returns:
             tuple: (Q, k') float32 cosine distances (1 - cos), (Q, k') int64 gallery indices,
-            k' = min(k, candidates); rows with fewer candidates are padded with -1 / inf.
+            k' = min(k, N); rows with fewer matches are padded with inf / -1 (a row of -1: the
+            gallery has no image outside the query's camera).
         """
         if len(self.feats) == 0:
             raise DataError(f"{self.folder}: the gallery index is empty")
@@ -232,20 +452,10 @@ class GalleryIndex:
         dists = np.full((len(queries), k), np.inf, np.float32)
         idx = np.full((len(queries), k), -1, np.int64)
         exact = np.arange(len(queries))
+        self.exact_fallbacks = 0
         if len(self.feats) > approximate_above:
-            cand = self._approximate(queries, k, exclude_cameras)
-            exact = []
-            for q, c in enumerate(cand):
-                c = c[c >= 0]
-                if exclude_cameras is not None and exclude_cameras[q] is not None:
-                    c = c[cams[c] != exclude_cameras[q]]
-                if len(c) < k:
-                    exact.append(q)
-                    continue
-                sims = self.feats[c] @ queries[q]
-                order = np.argsort(-sims, kind="stable")[:k]
-                dists[q], idx[q] = 1.0 - sims[order], c[order]
-            exact = np.array(exact, dtype=np.int64)
+            exact = self._approximate(queries, k, exclude_cameras, cams, dists, idx)
+            self.exact_fallbacks = len(exact)
         for s in range(0, len(exact), chunk):
             rows_ = exact[s:s + chunk]
             sims = np.ascontiguousarray(queries[rows_], dtype=np.float32) @ self.feats.T  # (q, N) BLAS
@@ -261,6 +471,32 @@ class GalleryIndex:
         return dists, idx
 
 
+def unmatched_message(queries, idx, gallery_items_, same_camera):
+    """One line about the queries without any match, or None when every query has one.
+
+    Args:
+        queries (list[tuple]): (path, pid, camera). idx (ndarray): (Q, k) from ``search``.
+        gallery_items_ (list[tuple]): the index's items. same_camera (bool): --same-camera given.
+    """
+    empty = [q for q, row in zip(queries, idx) if not (np.asarray(row) >= 0).any()]
+    if not empty:
+        return None
+    cams = sorted({str(g[2]) for g in gallery_items_})
+    shown = ", ".join(f"{q[0]} (camera {q[2]})" for q in empty[:3]) + (", ..." if len(empty) > 3 else "")
+    return (f"{len(empty)} of {len(queries)} queries have no gallery image outside their own camera "
+            f"(gallery cameras: {', '.join(cams)}): {shown}"
+            + ("" if same_camera else "; --same-camera also matches images of the query's camera"))
+
+
+def valid_queries(query_items, gallery_items_):
+    """(Q,) bool: which queries have their person in another camera of the gallery, the
+    queries FastReID's Market protocol scores (the others it skips)."""
+    cams_of = collections.defaultdict(set)
+    for _, pid, cam in gallery_items_:
+        cams_of[pid].add(cam)
+    return np.array([bool(cams_of.get(pid, set()) - {cam}) for _, pid, cam in query_items], dtype=bool)
+
+
 def evaluate(query_feats, query_items, gallery_feats, gallery_items_):
     """FastReID's mAP / CMC (Market protocol) on cosine distances, in %.
 
@@ -269,9 +505,17 @@ def evaluate(query_feats, query_items, gallery_feats, gallery_items_):
         query_items, gallery_items_: (path, pid, camera) with integer pids.
     Returns:
         dict: mAP, Rank-1, Rank-5, Rank-10.
+    Raises:
+        CalrError: no query has its person in another gallery camera (nothing to score).
     """
     from fastreid.evaluation.rank import evaluate_rank
 
+    if not valid_queries(query_items, gallery_items_).any():
+        qc = sorted({str(it[2]) for it in query_items})
+        gc = sorted({str(it[2]) for it in gallery_items_})
+        raise CalrError(f"no query has its person in another camera of the gallery (query cameras: {', '.join(qc)}; "
+                        f"gallery cameras: {', '.join(gc)}): the Market protocol leaves out the query's own camera, "
+                        f"so there is nothing to score")
     cams = {c: i for i, c in enumerate(sorted({it[2] for it in list(query_items) + list(gallery_items_)}))}
     dist = 1.0 - query_feats @ gallery_feats.T
     cmc, all_ap, _ = evaluate_rank(dist, np.array([it[1] for it in query_items]),
@@ -279,12 +523,3 @@ def evaluate(query_feats, query_items, gallery_feats, gallery_items_):
                                    np.array([cams[it[2]] for it in query_items]),
                                    np.array([cams[it[2]] for it in gallery_items_]))
     return {"mAP": float(np.mean(all_ap) * 100), **{f"Rank-{r}": float(cmc[r - 1] * 100) for r in (1, 5, 10)}}
-
-
-def fingerprint(*paths):
-    """A short hash of files' names, sizes and mtimes (weights, config, ONNX file)."""
-    h = hashlib.sha1()
-    for p in paths:
-        if p and os.path.isfile(p):
-            h.update(f"{os.path.abspath(p)}:{_stamp(p)}".encode())
-    return h.hexdigest()[:16]

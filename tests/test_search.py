@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -109,7 +110,7 @@ def test_clear_errors(setup, tmp_path):
     os.makedirs(bad)
     (bad / "broken.jpg").write_bytes(b"not a jpeg")
     r = run_search("--gallery", str(bad), "--query", str(bad / "broken.jpg"), "--out", str(tmp_path / "o"), *opts)
-    assert r.returncode == 2 and "broken.jpg: cannot read this image" in r.stderr
+    assert r.returncode == 2 and "1 unreadable image: " in r.stderr and "bad: no readable image to search" in r.stderr
     r = run_search("--gallery", folder, "--out", str(tmp_path / "o"), *opts)
     assert r.returncode == 2 and "give --query IMAGE" in r.stderr
 
@@ -138,3 +139,208 @@ def test_large_galleries_use_hnsw_candidates_with_the_exact_top_k(tmp_path):
     assert np.array_equal(exact[1], approx[1]) and np.allclose(exact[0], approx[0], atol=1e-5)
     cams = np.array([it[2] for it in index.items])
     assert all((cams[row] != exclude[q]).all() for q, row in enumerate(approx[1]))
+
+
+def _tool():
+    """tools/search.py as a module: its main() in this process (no interpreter start per run)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("search_tool", os.path.join(REPO, "tools", "search.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def search_here(capsys, *args, config=None):
+    """(exit code, stdout, stderr) of tools/search.py main() run in this process."""
+    code = _tool().main(["--config-file", config or config_path("CALR/Base-CALR.yml"), *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_a_changed_config_or_weights_content_re_extracts_the_gallery(setup, tmp_path, capsys):
+    """The index fingerprint covers INPUT.SIZE_TEST, the model settings (a config file that
+    changes the pooling) and the weights' content (same path, size and mtime)."""
+    from calr_plugin import CALRTrainer
+
+    root, folder, opts = setup
+    weights = str(tmp_path / "w.pth")
+    torch.save(torch.load(os.path.join(root, "model.pth")), weights)  # this file name: the same size when rewritten
+    opts = opts[:opts.index("MODEL.WEIGHTS")] + ["MODEL.WEIGHTS", weights]
+    index = str(tmp_path / "index")
+
+    def run(*extra, config=None):
+        code, out, err = search_here(capsys, "--gallery", folder, "--evaluate", "--out", str(tmp_path / "o"),
+                                     "--index", index, *opts, *extra, config=config)
+        assert code == 0, err[-3000:]
+        return out
+
+    assert "24 extracted now, 0 reused" in run()
+    assert "0 extracted now, 24 reused" in run()
+    out = run("INPUT.SIZE_TEST", "[32, 16]")
+    assert "INPUT.SIZE_TEST [64, 32] -> [32, 16]" in out and "24 extracted now, 0 reused" in out
+    assert "0 extracted now, 24 reused" in run("INPUT.SIZE_TEST", "[32, 16]")
+    assert "24 extracted now" in run()  # back to the first size: extracted again, not mixed
+    gem = tmp_path / "gem.yml"
+    gem.write_text(f"_BASE_: {config_path('CALR/Base-CALR.yml')}\nMODEL:\n  HEADS:\n    POOL_LAYER: GeneralizedMeanPooling\n")
+    out = run(config=str(gem))
+    assert "MODEL.HEADS.POOL_LAYER" in out and "24 extracted now" in out
+    assert "0 extracted now, 24 reused" in run(config=str(gem))
+    # Retrained weights written to the same path with the same size and mtime: only the content differs.
+    stat = os.stat(weights)
+    state = torch.load(weights)
+    for v in state["model"].values():  # in place: the same structure, so the same file size
+        if v.is_floating_point():
+            v.mul_(1.01)
+    torch.save(state, weights)
+    assert os.path.getsize(weights) == stat.st_size
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    out = run(config=str(gem))
+    assert "weights file" in out and "24 extracted now" in out
+
+
+def test_bad_gallery_images_are_skipped_and_named(setup, tmp_path, capsys):
+    root, folder, opts = setup
+    gallery = tmp_path / "gallery"
+    shutil.copytree(os.path.join(folder, "bounding_box_test"), gallery / "cam_a")
+    good = sorted((gallery / "cam_a").iterdir())
+    (gallery / "cam_b").mkdir()
+    (gallery / "cam_b" / "broken.jpg").write_bytes(b"not a jpeg")
+    (gallery / "cam_b" / "truncated.jpg").write_bytes(good[0].read_bytes()[:300])
+    shutil.copy(good[1], gallery / "cam_b" / "fine.jpg")
+    for attempt in range(2):  # not remembered as done: named again on a rerun
+        code, out, err = search_here(capsys, "--gallery", str(gallery), "--query", str(good[1]), "--out",
+                                     str(tmp_path / "o"), "--topk", "3", *opts)
+        assert code == 0, err[-3000:]
+        warning = [line for line in err.splitlines() if "unreadable" in line]
+        assert len(warning) == 1 and "left out 2 unreadable images" in warning[0]
+        assert "broken.jpg" in warning[0] and "truncated.jpg" in warning[0]
+        assert f"gallery: 25 images, {25 if attempt == 0 else 0} extracted now" in out
+    rows = list(csv.DictReader(open(tmp_path / "o" / "matches.csv")))
+    assert rows[0]["image"].endswith("fine.jpg")  # the same picture, from the other camera
+
+
+def test_a_gallery_with_only_the_querys_camera_gives_a_clear_message(setup, tmp_path, capsys):
+    root, folder, opts = setup
+    gallery = tmp_path / "gallery"
+    shutil.copytree(os.path.join(folder, "bounding_box_test"), gallery / "cam_a")
+    query = str(sorted((gallery / "cam_a").iterdir())[0])
+    code, out, err = search_here(capsys, "--gallery", str(gallery), "--query", query, "--out", str(tmp_path / "o"),
+                                 *opts)
+    assert code == 2 and "Traceback" not in err
+    assert "error: 1 of 1 queries have no gallery image outside their own camera (gallery cameras: cam_a)" in err
+    assert "--same-camera" in err
+    # Market names, every image in camera 1: nothing for the Market protocol to score.
+    market = tmp_path / "market"
+    for split in ("query", "bounding_box_test"):
+        os.makedirs(market / split)
+        for f in os.listdir(os.path.join(folder, split)):
+            shutil.copy(os.path.join(folder, split, f), market / split / f.replace("_c2s", "_c1s"))
+    code, out, err = search_here(capsys, "--gallery", str(market), "--evaluate", "--out", str(tmp_path / "e"), *opts)
+    assert code == 2 and "Traceback" not in err
+    assert "error: no query has its person in another camera of the gallery (query cameras: c1; gallery " \
+           "cameras: c1)" in err
+
+
+def test_onnx_builds_one_session_per_run(setup, tmp_path, capsys, monkeypatch):
+    """Gallery chunks, their batches and the queries all go through one ONNX Runtime session."""
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e .[deploy])")
+    import calr_plugin.search
+    from calr_plugin.checkpoint import load_inference_model
+    from calr_plugin.export import export_onnx
+
+    root, folder, opts = setup
+    cfg, model = load_inference_model(config_path("CALR/Base-CALR.yml"), opts)
+    onnx = str(tmp_path / "m.onnx")
+    export_onnx(model, onnx, *cfg.INPUT.SIZE_TEST)
+    sessions = []
+    original = ort.InferenceSession
+
+    def counted(*args, **kwargs):
+        sessions.append(args[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", counted)
+    monkeypatch.setattr(calr_plugin.search, "INDEX_CHUNK", 10)  # 3 gallery chunks
+    code, out, err = search_here(capsys, "--gallery", folder, "--evaluate", "--onnx", onnx, "--out",
+                                 str(tmp_path / "o"), *opts, "TEST.IMS_PER_BATCH", "4")
+    assert code == 0, err[-3000:]
+    assert "24 extracted now" in out and "(features: onnxruntime)" in out
+    assert sessions == [onnx]
+
+
+class _FakeEmbedder:
+    """Features from the file name (no model): for the index's bookkeeping."""
+
+    def __init__(self, fail_at_call=None):
+        self.fingerprint, self.signature = "fake", {"model": "fake"}
+        self.calls, self.fail_at_call, self.extracted = 0, fail_at_call, []
+
+    def extract(self, paths, desc=""):
+        from calr_plugin.features import Extraction
+
+        self.calls += 1
+        if self.calls == self.fail_at_call:
+            raise KeyboardInterrupt  # the run is killed during this chunk
+        self.extracted += list(paths)
+        feats = np.stack([np.random.default_rng(int(os.path.basename(p)[1:-4])).standard_normal(8) for p in paths])
+        feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+        return Extraction(feats.astype(np.float32), np.ones(len(paths), bool), [])
+
+
+def test_a_killed_indexing_keeps_the_chunks_it_saved(tmp_path):
+    from calr_plugin.search import INDEX_FILE, GalleryIndex
+
+    images = tmp_path / "g"
+    images.mkdir()
+    items = []
+    for i in range(23):
+        (images / f"g{i}.jpg").write_bytes(b"x")
+        items.append((str(images / f"g{i}.jpg"), None, f"cam{i % 2}"))
+    folder = str(tmp_path / "index")
+    with pytest.raises(KeyboardInterrupt):
+        GalleryIndex(folder).update(items, _FakeEmbedder(fail_at_call=3), chunk=5)
+    assert sorted(os.listdir(folder)) == ["part-000001.npz", "part-000002.npz"]  # 10 images saved, atomically
+    embed = _FakeEmbedder()
+    index = GalleryIndex(folder)
+    done = index.update(items, embed, chunk=5)
+    assert (done.extracted, done.reused) == (13, 10) and embed.extracted == [it[0] for it in items[10:]]
+    assert sorted(os.listdir(folder)) == [INDEX_FILE]  # the parts are merged
+    clean = GalleryIndex(str(tmp_path / "clean"))
+    clean.update(items, _FakeEmbedder(), chunk=5)
+    reread = GalleryIndex(folder)
+    assert reread.items == clean.items == [tuple(it) for it in items]
+    assert reread.feats.dtype == np.float32 and np.array_equal(reread.feats, clean.feats)
+    # compact: the float32 matrix and a small JSON of names and stamps, no floats in text
+    assert os.path.getsize(os.path.join(folder, INDEX_FILE)) < 23 * 8 * 4 + 23 * 200 + 2000
+
+
+def test_hnsw_asks_for_enough_candidates_when_the_own_camera_dominates(tmp_path):
+    """90 % of the gallery in the query's own camera: the top-k of the other cameras come from
+    the HNSW candidates (no query falls back to exact search) and equal exact search's."""
+    from calr_plugin.search import GalleryIndex
+
+    rng = np.random.default_rng(0)
+    people = rng.standard_normal((100, 64)).astype(np.float32)
+    # each person: 18 images in cam0, one in cam1, one in cam2
+    feats = np.repeat(people, 20, axis=0) + 0.05 * rng.standard_normal((2000, 64)).astype(np.float32)
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    cams = [("cam0", "cam1", "cam2")[max(0, i % 20 - 17)] for i in range(2000)]
+    assert cams.count("cam0") == 1800
+    index = GalleryIndex(str(tmp_path))
+    index.items = [(f"g{i}.jpg", i // 20, cams[i]) for i in range(2000)]
+    index.feats = feats
+    index.save()
+    rows = list(range(0, 2000, 41))
+    queries = feats[rows] + 0.01
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    exclude = [cams[i] for i in rows]
+    assert exclude.count("cam0") > 0.8 * len(rows)
+    exact = index.search(queries, 2, exclude)
+    approx = index.search(queries, 2, exclude, approximate_above=100)
+    assert index.exact_fallbacks == 0
+    assert np.array_equal(exact[1], approx[1]) and np.allclose(exact[0], approx[0], atol=1e-5)
+    for q, row in zip(rows, approx[1]):
+        assert all(cams[j] != cams[q] for j in row)
+        if cams[q] == "cam0":
+            assert sorted(cams[j] for j in row) == ["cam1", "cam2"] and all(j // 20 == q // 20 for j in row)

@@ -31,19 +31,25 @@ from calr_plugin import CalrError, load_config  # noqa: E402
 
 
 def build_embedder(config_file, opts, onnx):
+    """The run's Embedder (calr_plugin.search): the PyTorch checkpoint (on the GPU when there is
+    one, CALR.EXTRACT.ENGINE choosing the engine) or the --onnx file (one ONNX Runtime session).
+    Its fingerprint covers the config's INPUT/MODEL settings and the weights' or ONNX file's content."""
     from calr_plugin.checkpoint import load_inference_model
-    from calr_plugin.search import Embedder, fingerprint
+    from calr_plugin.search import Embedder
 
     if onnx:
         if not os.path.isfile(onnx):
             raise CalrError(f"--onnx {onnx}: file not found")
-        cfg = load_config(config_file, list(opts), check=False)  # only its input size and transform
-        return Embedder(cfg, onnx=onnx, fingerprint="onnx:" + fingerprint(onnx))
+        cfg = load_config(config_file, list(opts), check=False)  # only its input size, transform and loader
+        return Embedder(cfg, onnx=onnx)
     cfg, model = load_inference_model(config_file, opts)
     if not cfg.MODEL.WEIGHTS:
         print("warning: no MODEL.WEIGHTS: searching with the untrained (pretrained-backbone) model", file=sys.stderr)
-    return Embedder(cfg, model=model, fingerprint="torch:" + fingerprint(cfg.MODEL.WEIGHTS,
-                                                                         cfg.MODEL.BACKBONE.PRETRAIN_PATH))
+    import torch
+
+    if torch.cuda.is_available():
+        model = model.cuda()  # extraction runs where the model is
+    return Embedder(cfg, model=model)
 
 
 def plot(query_items, gallery_items, dists, idx, path):
@@ -104,50 +110,73 @@ def main(argv=None):
             raise CalrError("nothing to search for: give --query IMAGE [...] or --evaluate")
         if args.topk < 1:
             raise CalrError(f"--topk {args.topk}: expected an integer >= 1")
-        embed = build_embedder(args.config_file, args.opts, args.onnx)
-        gallery = gallery_items(args.gallery)
-        index = GalleryIndex(args.index or os.path.join(args.out, "index"))
-        extracted = index.update(gallery, embed)
-        print(f"gallery: {len(gallery)} images, {extracted} extracted now, {len(gallery) - extracted} reused "
-              f"from {index.folder}")
-        os.makedirs(args.out, exist_ok=True)
-        if args.evaluate:
-            queries = gallery_items(args.gallery, split="query")
-            if any(q[1] is None for q in queries) or any(g[1] is None for g in gallery):
-                raise CalrError(f"{args.gallery}: --evaluate needs query/ and bounding_box_test/ with Market names")
-            results = evaluate(embed([q[0] for q in queries], desc="query features"), queries, index.feats, gallery)
-            print("  ".join(f"{k} {v:.2f}" for k, v in results.items()))
-            with open(os.path.join(args.out, "eval_results.json"), "w") as f:
-                json.dump(results, f, indent=1)
-        if args.query:
-            missing = [q for q in args.query if not os.path.isfile(q)]
-            if missing:
-                raise CalrError(f"query image not found: {missing[0]}")
-            # The query's camera: the gallery's name for it when it is a gallery image, else
-            # c<N> of a Market name, else its folder's name.
-            in_gallery = {os.path.abspath(g[0]): g[2] for g in gallery}
-            queries = [_item(os.path.abspath(q)) for q in args.query]
-            queries = [(p_, pid, in_gallery.get(p_, cam if cam != "-" else os.path.basename(os.path.dirname(p_))))
-                       for p_, pid, cam in queries]
-            exclude = None if args.same_camera else [q[2] if q[2] != "-" else None for q in queries]
-            dists, idx = index.search(embed([q[0] for q in queries], desc="query features"), args.topk, exclude)
-            rows = []
-            for q, ds, js in zip(queries, dists, idx):
-                for rank, (d, j) in enumerate(zip(ds, js), 1):
-                    if j < 0:
-                        break
-                    g = gallery[j]
-                    same = None if q[1] is None or g[1] is None else bool(q[1] == g[1])
-                    rows.append({"query": q[0], "rank": rank, "image": g[0], "camera": g[2],
-                                 "distance": round(float(d), 6), "same_person": same})
-            with open(os.path.join(args.out, "matches.csv"), "w", newline="") as f:
-                w = csv.DictWriter(f, fieldnames=list(rows[0]))
-                w.writeheader()
-                w.writerows(rows)
-            with open(os.path.join(args.out, "matches.json"), "w") as f:
-                json.dump(rows, f, indent=1)
-            plot(queries, gallery, dists, idx, os.path.join(args.out, "matches.png"))
-            print(f"wrote {args.out}/matches.csv, matches.json, matches.png ({len(queries)} queries, top {args.topk})")
+        from calr_plugin.features import describe_unreadable
+        from calr_plugin.search import unmatched_message, valid_queries
+
+        with build_embedder(args.config_file, args.opts, args.onnx) as embed:
+            listed = gallery_items(args.gallery)
+            index = GalleryIndex(args.index or os.path.join(args.out, "index"))
+            done = index.update(listed, embed, log=print)
+            if done.unreadable:
+                print(f"warning: {args.gallery}: left out {describe_unreadable(done.unreadable)}", file=sys.stderr)
+            gallery = index.items  # the readable images: what the search's indices point into
+            if not gallery:
+                raise CalrError(f"{args.gallery}: no readable image to search")
+            print(f"gallery: {len(gallery)} images, {done.extracted} extracted now, {done.reused} reused "
+                  f"from {index.folder} (features: {embed.engine})")
+            os.makedirs(args.out, exist_ok=True)
+            if args.evaluate:
+                queries = gallery_items(args.gallery, split="query")
+                if any(q[1] is None for q in queries) or any(g[1] is None for g in gallery):
+                    raise CalrError(f"{args.gallery}: --evaluate needs query/ and bounding_box_test/ with Market names")
+                got = embed.extract([q[0] for q in queries], desc="query features")
+                if got.bad:
+                    print(f"warning: {args.gallery}: left out {describe_unreadable(got.bad)}", file=sys.stderr)
+                queries = [q for q, ok in zip(queries, got.ok) if ok]
+                scored = valid_queries(queries, gallery)
+                if scored.any() and not scored.all():
+                    print(f"{int((~scored).sum())} of {len(queries)} queries have no image of their person in another "
+                          f"gallery camera and are not scored (as FastReID does)")
+                results = evaluate(got.feats, queries, index.feats, gallery)
+                print("  ".join(f"{k} {v:.2f}" for k, v in results.items()))
+                with open(os.path.join(args.out, "eval_results.json"), "w") as f:
+                    json.dump(results, f, indent=1)
+            if args.query:
+                missing = [q for q in args.query if not os.path.isfile(q)]
+                if missing:
+                    raise CalrError(f"query image not found: {missing[0]}")
+                # The query's camera: the gallery's name for it when it is a gallery image, else
+                # c<N> of a Market name, else its folder's name.
+                in_gallery = {os.path.abspath(g[0]): g[2] for g in listed}
+                queries = [_item(os.path.abspath(q)) for q in args.query]
+                queries = [(p_, pid, in_gallery.get(p_, cam if cam != "-" else os.path.basename(os.path.dirname(p_))))
+                           for p_, pid, cam in queries]
+                exclude = None if args.same_camera else [q[2] if q[2] != "-" else None for q in queries]
+                # The user named these files: an unreadable one is an error, not a skip.
+                dists, idx = index.search(embed([q[0] for q in queries], desc="query features"), args.topk, exclude)
+                message = unmatched_message(queries, idx, gallery, args.same_camera)
+                if message and not (idx >= 0).any():
+                    raise CalrError(message)
+                if message:
+                    print(f"warning: {message}", file=sys.stderr)
+                rows = []
+                for q, ds, js in zip(queries, dists, idx):
+                    for rank, (d, j) in enumerate(zip(ds, js), 1):
+                        if j < 0:
+                            break
+                        g = gallery[j]
+                        same = None if q[1] is None or g[1] is None else bool(q[1] == g[1])
+                        rows.append({"query": q[0], "rank": rank, "image": g[0], "camera": g[2],
+                                     "distance": round(float(d), 6), "same_person": same})
+                with open(os.path.join(args.out, "matches.csv"), "w", newline="") as f:
+                    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                    w.writeheader()
+                    w.writerows(rows)
+                with open(os.path.join(args.out, "matches.json"), "w") as f:
+                    json.dump(rows, f, indent=1)
+                plot(queries, gallery, dists, idx, os.path.join(args.out, "matches.png"))
+                print(f"wrote {args.out}/matches.csv, matches.json, matches.png ({len(queries)} queries, "
+                      f"top {args.topk})")
     except CalrError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
