@@ -224,7 +224,7 @@ def _session_forward(path):
                         f"and the output 'features' (what tools/export_onnx.py writes)")
 
     def forward(images):
-        out = session.run(["features"], {"images": images.numpy().astype(np.float32, copy=False)})[0]
+        out = session.run(["features"], {"images": images.cpu().numpy().astype(np.float32, copy=False)})[0]
         return torch.from_numpy(out)
 
     return forward
@@ -322,7 +322,7 @@ class Extractor:
         """Build the engine at the first batch (the ONNX check needs real images)."""
         if self.engine == "onnxruntime":
             try:
-                self._forward, self._cleanup = _onnx_forward(self.module, self.cfg, probe[:3])
+                self._forward, self._cleanup = _onnx_forward(self.module, self.cfg, probe[:3].cpu())
                 return
             except _NotUsable as e:
                 if self.cfg.CALR.EXTRACT.ENGINE == "onnxruntime":
@@ -368,15 +368,17 @@ class Extractor:
                                            num_workers=self.cfg.DATALOADER.NUM_WORKERS)
         index, feats, unreadable = [], [], []
         for batch in _Progress(loader, desc):
+            # On CUDA, FastReID's DataLoaderX has moved every tensor of the batch to the GPU already.
+            rows = batch["index"].cpu()
             ok = torch.tensor([not e for e in batch["error"]], dtype=torch.bool)
-            unreadable += [(int(i), e) for i, e in zip(batch["index"], batch["error"]) if e]
+            unreadable += [(int(i), e) for i, e in zip(rows, batch["error"]) if e]
             if not ok.any():
                 continue
-            images = batch["images"][ok]
+            images = batch["images"] if ok.all() else batch["images"][ok.to(batch["images"].device)]
             if self._forward is None:
                 self._start(images)
             feats.append(self._forward(images))
-            index.append(batch["index"][ok])
+            index.append(rows[ok])
         unreadable = [(paths[i], e) for i, e in unreadable]
         for rows, f in zip(index, feats):
             finite = torch.isfinite(f).all(1)

@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -58,6 +59,7 @@ INDEX_CHUNK = 4096
 HNSW_RETRIES = 3
 
 INDEX_FILE = "index.npz"
+PART_NAME = re.compile(r"part-(\d{6})\.npz")
 
 
 def _item(path, camera=None):
@@ -271,7 +273,8 @@ class GalleryIndex:
             self.items = [tuple(it) for it in meta["items"]]
             self.stamps, self.fingerprint, self.signature = meta["stamps"], meta["fingerprint"], meta["signature"]
         # Chunks of an update that did not finish (killed): their features are reused.
-        self._part_files = sorted(glob.glob(os.path.join(folder, "part-*.npz")))
+        self._part_files = sorted(p for p in glob.glob(os.path.join(folder, "part-*.npz"))
+                                  if PART_NAME.fullmatch(os.path.basename(p)))
         self._parts = [p for p in map(_read_index, self._part_files) if p is not None]
 
     def update(self, items, embed, chunk=None, log=None):
@@ -303,6 +306,9 @@ class GalleryIndex:
                 continue
             for row, (it, st) in enumerate(zip(meta["items"], meta["stamps"])):
                 known[it[0]] = (feats, row, st)  # parts come later: newer than the index
+        if not any(m["items"] for m, _ in sources) and os.path.isfile(os.path.join(self.folder, "gallery.json")):
+            log(f"index {self.folder}: gallery.json and features.npy are an older format without the config in "
+                f"the fingerprint: extracting again into {INDEX_FILE} (the old files can be deleted)")
         if stale:
             log(f"index {self.folder}: {sum(len(m['items']) for m in stale)} saved features come from another "
                 f"model or config ({signature_changes(stale[-1]['signature'], embed.signature) or 'another index'}"
@@ -317,7 +323,7 @@ class GalleryIndex:
             else:
                 todo.append(i)
         unreadable = []
-        seq = 1 + max([int(os.path.basename(p)[5:11]) for p in self._part_files] + [0])
+        seq = 1 + max([int(PART_NAME.fullmatch(os.path.basename(p)).group(1)) for p in self._part_files] + [0])
         written = []
         for s in range(0, len(todo), chunk):
             part = todo[s:s + chunk]
