@@ -388,6 +388,7 @@ class Extractor:
         if unreadable and bad == "raise":
             raise DataError(f"{describe_unreadable(unreadable)}; every training image is needed (labels and "
                             f"cameras are kept by image position): fix or remove them")
+        last_engine = self.engine  # on every rank, before rank 0 alone goes on
         local = (torch.cat(index) if index else torch.zeros(0, dtype=torch.long),
                  torch.cat(feats) if feats else torch.zeros(0), unreadable)
         if comm.get_world_size() == 1:
@@ -411,7 +412,6 @@ class Extractor:
         ok[index] = True
         feats = F.normalize(feats[torch.from_numpy(order)].float(), dim=1).numpy().astype(np.float32, copy=False) \
             if index.size else np.zeros((0, 0), np.float32)
-        last_engine = self.engine
         logger.info(f"{desc}: {len(paths)} images in {time.perf_counter() - t0:.1f} s with {self.engine}"
                     + (f", {len(unreadable)} unreadable" if unreadable else ""))
         return Extraction(feats, ok, unreadable)
