@@ -66,8 +66,8 @@ from torch.utils.data import Dataset
 
 from .errors import CalrError, DataError
 
-__all__ = ["ENGINES", "Extraction", "Extractor", "broadcast_buffers", "describe_unreadable", "extract_features",
-           "last_engine", "read_rgb", "resolve_engine"]
+__all__ = ["ENGINES", "Extraction", "Extractor", "broadcast_buffers", "describe_unreadable", "engine_record",
+           "extract_features", "last_engine", "read_rgb", "resolve_engine"]
 
 logger = logging.getLogger("fastreid." + __name__)
 
@@ -181,6 +181,30 @@ def resolve_engine(engine, device):
         if not _has_onnxruntime():
             raise CalrError("CALR.EXTRACT.ENGINE onnxruntime: ONNX Runtime is not installed (pip install -e .[deploy])")
     return engine
+
+
+def engine_record(cfg):
+    """What ``CALR.EXTRACT.ENGINE`` resolves to for this config on this machine, with versions.
+
+    Recorded in config.yaml and the log at start-up (``setup_run``), since the engine changes
+    the features by float rounding and so the labels and the final mAP of a run
+    (docs/RESULTS.md): a number is reproducible only with the engine it was measured with.
+    A model that does not export falls back to torch at the first extraction; that, and the
+    engine of every label step, is in metrics.json (``extract/onnxruntime``).
+
+    Args:
+        cfg (CfgNode): CALR.EXTRACT.ENGINE and MODEL.DEVICE.
+    Returns:
+        str: e.g. "onnxruntime 1.23.2 (CALR.EXTRACT.ENGINE auto; torch 2.14.1, cpu)".
+    """
+    device = torch.device(cfg.MODEL.DEVICE.split(":")[0] if cfg.MODEL.DEVICE else "cpu")
+    engine = resolve_engine(cfg.CALR.EXTRACT.ENGINE, device)
+    version = ""
+    if engine == "onnxruntime":
+        import onnxruntime
+
+        version = " " + onnxruntime.__version__
+    return f"{engine}{version} (CALR.EXTRACT.ENGINE {cfg.CALR.EXTRACT.ENGINE}; torch {torch.__version__}, {device.type})"
 
 
 def _torch_forward(module, cfg):

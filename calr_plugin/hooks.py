@@ -27,6 +27,7 @@ from fastreid.engine.train_loop import HookBase
 from fastreid.utils import comm
 from fastreid.utils.env import seed_all_rng
 
+from . import features
 from .data.sampler import PseudoLabelSampler
 from .features import extract_features
 from .labels import LabelParams, cluster_metrics, intra_camera_labels, stage2_labels
@@ -112,6 +113,9 @@ class LabelHook(HookBase):
         payload = None
         if comm.is_main_process():
             labels, weights, stats = self.make_labels(feats, epoch)
+            # Which engine made these features (metrics.json): a fallback from onnxruntime to
+            # torch changes the labels by float rounding, so a run records it every epoch.
+            stats["extract/onnxruntime"] = float(features.last_engine == "onnxruntime")
             num_clusters = int(labels.max(initial=-1)) + 1
             payload = {"labels": labels, "weights": weights, "stats": stats,
                        "centroids": centroids_of(feats, labels, num_clusters)}

@@ -181,9 +181,7 @@ class CALRTrainer(DefaultTrainer):
                               f"(from the data) or at least {train_set.num_cameras}")
         if comm.is_main_process() and cfg.OUTPUT_DIR:
             os.makedirs(cfg.OUTPUT_DIR, exist_ok=True)
-            from .utils.atomic import atomic_write_text
-
-            atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), cfg.dump())
+            save_config(cfg)
         cfg.freeze()
         return cfg
 
@@ -316,6 +314,21 @@ class CALRTrainer(DefaultTrainer):
 SEED_FILE = "seed.json"
 
 
+def save_config(cfg):
+    """Write OUTPUT_DIR/config.yaml (rank 0): the config in use and, for CALR, the engine.
+
+    The extraction engine is a YAML comment, so the file stays a loadable config: the engine
+    changes the features by float rounding, and a number reproduces only with its engine.
+    """
+    from .features import engine_record
+    from .utils.atomic import atomic_write_text
+
+    text = cfg.dump()
+    if cfg.MODEL.META_ARCHITECTURE == "CALR":
+        text += f"# calr-reid: feature extraction engine {engine_record(cfg)}\n"
+    atomic_write_text(os.path.join(cfg.OUTPUT_DIR, "config.yaml"), text)
+
+
 def _started_with(output_dir):
     """The seed a run in ``output_dir`` started with (rank 0), or None when there is none.
 
@@ -379,13 +392,18 @@ def setup_run(cfg, args):
         cfg.SEED = drawn
         cfg.freeze()
     default_setup(cfg, args)  # config.yaml and the logged config show the seed in use
+    log = logging.getLogger("fastreid")
+    if cfg.MODEL.META_ARCHITECTURE == "CALR":
+        from .features import engine_record
+
+        log.info(f"feature extraction (auto settings, label steps): {engine_record(cfg)}")
     if comm.is_main_process() and cfg.OUTPUT_DIR and training:
         import json
 
         from .utils.atomic import atomic_write_text
 
         atomic_write_text(os.path.join(cfg.OUTPUT_DIR, SEED_FILE), json.dumps({"seed": cfg.SEED}))
-    log = logging.getLogger("fastreid")
+        save_config(cfg)
     if asked < 0 and source:
         log.info(f"SEED -1 with --resume: continuing with seed {cfg.SEED}, the seed this run started with "
                  f"(read from {source})")

@@ -67,6 +67,25 @@ def test_two_stage_run_writes_labels_and_checkpoints(reference_run):
     assert "refined/precision" in (out / "metrics.json").read_text()
 
 
+def test_the_run_records_its_extraction_engine(reference_run):
+    """config.yaml names the engine the run resolved (still a loadable config); metrics.json
+    says, every label step, whether ONNX Runtime made the features (a fallback shows)."""
+    import json
+
+    from calr_plugin import load_config
+    from calr_plugin.features import _has_onnxruntime
+
+    out, run = reference_run
+    engine = "onnxruntime" if _has_onnxruntime() else "torch"
+    text = (out / "config.yaml").read_text()
+    assert f"# calr-reid: feature extraction engine {engine}" in text
+    assert load_config(str(out / "config.yaml"), check=False).CALR.EXTRACT.ENGINE == "auto"
+    assert f"feature extraction (auto settings, label steps): {engine}" in run.stdout + run.stderr
+    rows = [json.loads(line) for line in open(out / "metrics.json")]
+    flags = [r["extract/onnxruntime"] for r in rows if "extract/onnxruntime" in r]
+    assert len(flags) == 3 and set(flags) == {float(engine == "onnxruntime")}
+
+
 def test_kill_and_resume_in_each_stage_reaches_the_same_labels(reference_run, tmp_path):
     ref_out, _ = reference_run
     out = tmp_path / "resumed"
