@@ -148,7 +148,7 @@ def test_every_extraction_logs_and_exposes_its_engine(tmp_path, caplog, engine):
     used = "onnxruntime" if engine == "auto" else "torch"
     assert features.last_engine == used
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("train features:")]
-    assert len(lines) == 1 and lines[0].startswith(f"train features: 24 images in ") and lines[0].endswith(
+    assert len(lines) == 1 and lines[0].startswith("train features: 24 images in ") and lines[0].endswith(
         f" s with {used}")
 
 

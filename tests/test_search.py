@@ -161,8 +161,6 @@ def search_here(capsys, *args, config=None):
 def test_a_changed_config_or_weights_content_re_extracts_the_gallery(setup, tmp_path, capsys):
     """The index fingerprint covers INPUT.SIZE_TEST, the model settings (a config file that
     changes the pooling) and the weights' content (same path, size and mtime)."""
-    from calr_plugin import CALRTrainer
-
     root, folder, opts = setup
     weights = str(tmp_path / "w.pth")
     torch.save(torch.load(os.path.join(root, "model.pth")), weights)  # this file name: the same size when rewritten
