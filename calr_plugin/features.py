@@ -20,14 +20,14 @@ naming them (``bad="raise"``), because its labels, cameras and checkpoints are k
 position and the training loader would read the same file later; search skips and names them
 (``bad="skip"``), since one bad file in a folder of crops should not stop an index of the rest.
 
-The label step re-extracts every training image each epoch, and on a CPU that is most of
-the epoch. ``CALR.EXTRACT.ENGINE`` picks how the eval graph runs:
+The label step re-extracts every training image each epoch. ``CALR.EXTRACT.ENGINE`` picks
+how the eval graph runs (default ``torch``, docs/RESULTS.md section 1 says why):
 
 * ``onnxruntime``: the eval graph is exported to a temporary ONNX file (about 0.6 s for
   MobileNetV2) and run by ONNX Runtime; the features equal PyTorch's to float precision
   (cosine >= 0.99999). On 2 cores it is several times PyTorch's eager CPU speed
   (``bench/extract_speed.py``, docs/BENCHMARKS.md).
-* ``torch``: a copy of the model in eval mode and channels-last memory format, under
+* ``torch`` (the default): a copy of the model in eval mode and channels-last memory format, under
   ``inference_mode`` (and float16 autocast on CUDA with SOLVER.AMP.ENABLED). The copy leaves
   the training model's memory format, mode and DDP buckets alone.
 * ``auto``: ``onnxruntime`` on CPU when it is installed (``pip install -e .[deploy]``),

@@ -94,7 +94,7 @@ def test_a_model_that_does_not_export_falls_back_to_torch(tmp_path, monkeypatch,
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
-    cfg, model, paths = _setup(tmp_path, "DATALOADER.NUM_WORKERS", "0")
+    cfg, model, paths = _setup(tmp_path, "DATALOADER.NUM_WORKERS", "0", "CALR.EXTRACT.ENGINE", "auto")
     expected = _fastreid_reference(model, paths, cfg)
     model.train()
     with caplog.at_level("WARNING", logger="fastreid.calr_plugin.features"):
@@ -124,7 +124,8 @@ def test_an_onnx_graph_that_is_wrong_or_fails_on_real_batches_is_not_used(tmp_pa
         return np.ones((len(images), 512), np.float32)  # right shape, wrong values
 
     monkeypatch.setattr(calr_plugin.export, "onnx_features", bad_onnx_features)
-    cfg, model, paths = _setup(tmp_path, "DATALOADER.NUM_WORKERS", "0", "TEST.IMS_PER_BATCH", "8")
+    cfg, model, paths = _setup(tmp_path, "DATALOADER.NUM_WORKERS", "0", "TEST.IMS_PER_BATCH", "8",
+                               "CALR.EXTRACT.ENGINE", "auto")
     expected = _fastreid_reference(model, paths, cfg)
     model.train()
     with caplog.at_level("WARNING", logger="fastreid.calr_plugin.features"):
