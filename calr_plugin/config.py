@@ -17,7 +17,7 @@ from fastreid.config import get_cfg
 from .errors import ConfigError
 
 # Keys that take "auto": the value is chosen from the unlabeled training features when
-# training starts (calr_plugin.auto_settings; rules in calr_plugin/labels/auto.py).
+# training starts (calr_plugin.auto.settings; rules in calr_plugin/labels/auto.py).
 AUTO_KEYS = ("CALR.CLUSTER.K", "CALR.CLUSTER.MIN_SIM", "CALR.CLUSTER.MIN_SIZE", "CALR.STAGE1.CLUSTER_RATIO",
              "CALR.STAGE1.NUM_INSTANCE", "DATALOADER.NUM_INSTANCE", "DATASETS.NUM_CAMERAS")
 _yacs_check = yacs.config._check_and_coerce_cfg_value_type
@@ -61,7 +61,7 @@ def add_calr_config(cfg):
     _C.DATASETS.CAMERAS = "given"
     _C.DATASETS.NUM_CAMERAS = "auto"
     # What "infer" groups by: "style" (channel mean and std of the map CAMERA_LAYER names;
-    # "auto" = the backbone's stride-8 output, camera_style.py) or "embedding" (the output).
+    # "auto" = the backbone's stride-8 output, auto/camera_style.py) or "embedding" (the output).
     # The count (NUM_CAMERAS auto) always comes from the embedding's eigengap.
     _C.DATASETS.CAMERA_FEATURES = "style"
     _C.DATASETS.CAMERA_LAYER = "auto"
@@ -85,9 +85,9 @@ def add_calr_config(cfg):
     # Images per BatchNorm statistic: every BN layer normalises contiguous chunks of this
     # many images (synchronised over processes when a chunk spans them), the same on 1, 2,
     # 4 or 8 GPUs; 0 = over each process's batch (FastReID). The authors' 4-GPU
-    # DataParallel recipe normalised 64-image chunks (Base-CALR-official.yml). See chunk_bn.py.
+    # DataParallel recipe normalised 64-image chunks (Base-CALR-official.yml). See modeling/chunk_bn.py.
     _C.MODEL.BN_CHUNK = 0
-    # The timm model of MODEL.BACKBONE.NAME build_timm_backbone (calr_plugin/timm_backbone.py).
+    # The timm model of MODEL.BACKBONE.NAME build_timm_backbone (calr_plugin/modeling/timm_backbone.py).
     _C.MODEL.BACKBONE.TIMM_MODEL = ""
 
     # channels_last memory format on CUDA (faster convolutions with AMP).
@@ -153,7 +153,7 @@ def add_calr_config(cfg):
     _C.CALR.CLUSTER.CAMERA_CENTRE = False  # beyond the paper: subtract each camera's mean
     _C.CALR.CLUSTER.INFOMAP_TRIALS = 1
 
-    # Feature extraction for the label step (calr_plugin/features.py): auto = ONNX Runtime
+    # Feature extraction for the label step (calr_plugin/engine/features.py): auto = ONNX Runtime
     # on CPU when installed (same features, several times faster), PyTorch otherwise.
     _C.CALR.EXTRACT = CN()
     _C.CALR.EXTRACT.ENGINE = "auto"  # auto | torch | onnxruntime
@@ -359,10 +359,10 @@ def validate_calr(cfg):
     Raises:
         ConfigError
     """
-    from .domain_head import DOMAIN_HEAD_REGISTRY
+    from .modeling.domain_head import DOMAIN_HEAD_REGISTRY
     from .labels.knn import KNN_METHODS
     from .labels.pivots import MEAN_DIST_MODES, NEIGHBOUR_MODES, PIVOT_RULES
-    from .features import ENGINES
+    from .engine.features import ENGINES
     from .labels.refine import REFINE_MODES
     from .labels.schedules import DECAY_KINDS
 

@@ -29,9 +29,9 @@ import numpy as np
 from fastreid.utils import comm
 from fastreid.utils.env import seed_all_rng
 
-from .errors import ConfigError
+from ..errors import ConfigError
 from .hooks import Stage1LabelHook, broadcast_from_main, epoch_seed
-from .utils.atomic import atomic_savez
+from ..utils.atomic import atomic_savez
 
 logger = logging.getLogger("fastreid." + __name__)  # shares FastReID's console and log.txt
 

@@ -28,11 +28,11 @@ from fastreid.utils import comm
 from fastreid.utils.env import seed_all_rng
 
 from . import features
-from .data.sampler import PseudoLabelSampler
+from ..data.sampler import PseudoLabelSampler
 from .features import extract_features
-from .labels import LabelParams, cluster_metrics, intra_camera_labels, stage2_labels
-from .labels.metrics import cameras_per_cluster
-from .utils.atomic import atomic_savez
+from ..labels import LabelParams, cluster_metrics, intra_camera_labels, stage2_labels
+from ..labels.metrics import cameras_per_cluster
+from ..utils.atomic import atomic_savez
 
 logger = logging.getLogger("fastreid." + __name__)  # shares FastReID's console and log.txt
 

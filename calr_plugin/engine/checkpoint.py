@@ -8,7 +8,7 @@ classifier, the cluster memory and the camera classifier are not part of it.
 """
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 # Head modules that shape the evaluated feature (EmbeddingHead: pool_layer -> bottleneck).
 FEATURE_HEAD_PREFIXES = ("heads.pool_layer.", "heads.bottleneck.")
@@ -54,7 +54,7 @@ def load_inference_model(config_file, opts=()):
     """
     from fastreid.utils.checkpoint import Checkpointer
 
-    from .config import load_config
+    from ..config import load_config
     from .trainer import CALRTrainer
 
     cfg = load_config(config_file, list(opts) + ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False"], freeze=False)

@@ -21,9 +21,9 @@ from fastreid.utils.checkpoint import Checkpointer
 from fastreid.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
-from .data.build import check_test_split, has_test_split, load_dataset, no_test_split_message, train_items
-from .data.datasets import TrainSet
-from .errors import CalrError, ConfigError, DataError
+from ..data.build import check_test_split, has_test_split, load_dataset, no_test_split_message, train_items
+from ..data.datasets import TrainSet
+from ..errors import CalrError, ConfigError, DataError
 from .hooks import ProgressBar, ResumeCheckpointer, Stage1LabelHook, Stage2LabelHook
 
 logger = logging.getLogger("fastreid." + __name__)  # shares FastReID's console and log.txt
@@ -79,7 +79,7 @@ class CALRTrainer(DefaultTrainer):
         cfg (CfgNode): a config from ``load_config``.
         train_set (TrainSet | None): the images to train on (default: DATASETS.NAMES).
         stage (int): 2 = the CALR run (stage 1 runs inside ``train()``); 1 = one
-            camera's stage-1 encoder (built by ``calr_plugin.stage1``).
+            camera's stage-1 encoder (built by ``calr_plugin.engine.stage1``).
     """
 
     def __init__(self, cfg, train_set=None, stage=2):
@@ -92,7 +92,7 @@ class CALRTrainer(DefaultTrainer):
         if self.is_calr:
             self.train_set = train_set or TrainSet(train_items(cfg))
             if stage == 2:
-                from .auto_settings import resolve
+                from ..auto.settings import resolve
 
                 cfg = resolve(cfg, self.train_set, self.build_model)
             if stage == 2 and self.train_set.num_cameras < 2:
@@ -110,7 +110,7 @@ class CALRTrainer(DefaultTrainer):
             cfg = self.auto_scale_hyperparams(cfg, data_loader.dataset.num_classes)
             iters_per_epoch = max(1, len(data_loader.dataset) // cfg.SOLVER.IMS_PER_BATCH)
         if cfg.MODEL.BN_CHUNK:
-            from .chunk_bn import check_chunk
+            from ..modeling.chunk_bn import check_chunk
 
             check_chunk(cfg.MODEL.BN_CHUNK, cfg.SOLVER.IMS_PER_BATCH, comm.get_world_size(),
                         "CALR.STAGE1.IMS_PER_BATCH" if stage == 1 else "SOLVER.IMS_PER_BATCH")
@@ -265,7 +265,7 @@ class CALRTrainer(DefaultTrainer):
         """FastReID's model, with chunked BatchNorm when MODEL.BN_CHUNK > 0."""
         model = super().build_model(cfg)
         if cfg.MODEL.BN_CHUNK:
-            from .chunk_bn import convert_chunked_bn
+            from ..modeling.chunk_bn import convert_chunked_bn
 
             n = convert_chunked_bn(model, cfg.MODEL.BN_CHUNK)
             logger.info(f"MODEL.BN_CHUNK {cfg.MODEL.BN_CHUNK}: {n} BatchNorm layers normalise "
@@ -321,7 +321,7 @@ def save_config(cfg):
     changes the features by float rounding, and a number reproduces only with its engine.
     """
     from .features import engine_record
-    from .utils.atomic import atomic_write_text
+    from ..utils.atomic import atomic_write_text
 
     text = cfg.dump()
     if cfg.MODEL.META_ARCHITECTURE == "CALR":
@@ -400,7 +400,7 @@ def setup_run(cfg, args):
     if comm.is_main_process() and cfg.OUTPUT_DIR and training:
         import json
 
-        from .utils.atomic import atomic_write_text
+        from ..utils.atomic import atomic_write_text
 
         atomic_write_text(os.path.join(cfg.OUTPUT_DIR, SEED_FILE), json.dumps({"seed": cfg.SEED}))
         save_config(cfg)

@@ -41,9 +41,9 @@ import zipfile
 
 import numpy as np
 
-from .data.datasets import IMAGE_EXTENSIONS, NAME_PATTERN, list_images
-from .errors import CalrError, DataError
-from .utils.atomic import _atomic_write
+from ..data.datasets import IMAGE_EXTENSIONS, NAME_PATTERN, list_images
+from ..errors import CalrError, DataError
+from ..utils.atomic import _atomic_write
 
 __all__ = ["gallery_items", "feature_signature", "fingerprint_of", "signature_changes", "Embedder", "GalleryIndex",
            "evaluate", "valid_queries", "unmatched_message"]
@@ -179,7 +179,7 @@ class Embedder:
     """
 
     def __init__(self, cfg, model=None, onnx=None):
-        from .features import Extractor
+        from ..engine.features import Extractor
 
         self.cfg = cfg
         self.signature = feature_signature(cfg, onnx)
@@ -201,7 +201,7 @@ class Embedder:
         Raises:
             DataError: an image cannot be read (one line naming it).
         """
-        from .features import describe_unreadable
+        from ..engine.features import describe_unreadable
 
         result = self.extract(paths, desc)
         if result.bad:

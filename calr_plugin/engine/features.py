@@ -64,7 +64,7 @@ from fastreid.utils import comm
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from .errors import CalrError, DataError
+from ..errors import CalrError, DataError
 
 __all__ = ["ENGINES", "Extraction", "Extractor", "broadcast_buffers", "describe_unreadable", "engine_record",
            "extract_features", "last_engine", "read_rgb", "resolve_engine"]
@@ -259,7 +259,7 @@ def _onnx_forward(module, cfg, probe):
 
     A traced graph can bake in the export's batch size (ShuffleNet's channel shuffle does) and
     then fail, or worse, be wrong, on other batches, so ``probe`` (a few real images, not the
-    export's 2) goes through both first, with ``export.max_difference`` (what
+    export's 2) goes through both first, with ``deploy.export.max_difference`` (what
     ``tools/export_onnx.py`` checks a deployed graph with).
 
     Args:
@@ -271,7 +271,7 @@ def _onnx_forward(module, cfg, probe):
         _NotUsable: the export fails, or its graph fails or differs on ``probe`` (the temporary
         folder is removed first).
     """
-    from .export import export_onnx, max_difference
+    from ..deploy.export import export_onnx, max_difference
 
     tmp = tempfile.mkdtemp(prefix="calr_extract_")
     path = os.path.join(tmp, "model.onnx")
