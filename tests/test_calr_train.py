@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from calr_plugin import CALRTrainer
-from calr_plugin.engine.hooks import unwrap
+from calr_plugin.utils.dist import unwrap
 from conftest import REPO, TINY_OPTS, config_path, tiny_cfg
 from tiny_calr import CPU_CALR, calr_cfg
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from calr_plugin import CALRTrainer, DataError, load_config
-from calr_plugin.engine.hooks import unwrap
 from calr_plugin.data.build import check_test_split, load_dataset
 from calr_plugin.engine.trainer import TrainingDiverged
+from calr_plugin.utils.dist import unwrap
 from tiny_calr import calr_cfg
 
 
@@ -128,7 +128,7 @@ def test_stage1_camera_smaller_than_a_batch(tmp_path):
     os.makedirs(tmp_path, exist_ok=True)
     train_set = TrainSet(train_items(cfg))
     assert max(np.bincount(train_set.cams)) < 64
-    labels = run_stage1(cfg, train_set)
+    labels = run_stage1(cfg, train_set, CALRTrainer)
     assert labels.shape == (len(train_set),) and labels.min() >= 0
 
 

@@ -29,7 +29,7 @@ def _ddp_main(out, fail_rank=None):
     from fastreid.utils import comm
 
     from calr_plugin import CALRTrainer, setup_run
-    from calr_plugin.engine.hooks import unwrap
+    from calr_plugin.utils.dist import unwrap
 
     class Args:
         config_file = ""

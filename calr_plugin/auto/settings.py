@@ -168,7 +168,7 @@ def resolve(cfg, train_set, build_model):
     """
     from .camera_style import extract_with_style
     from ..engine.features import extract_features
-    from ..engine.hooks import broadcast_from_main
+    from ..utils.dist import broadcast_from_main
 
     requested = [k for k in AUTO_KEYS if k != "DATASETS.NUM_CAMERAS" and is_auto(_get(cfg, k))]
     if cfg.DATASETS.CAMERAS != "infer" and not requested:
