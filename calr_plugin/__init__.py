@@ -25,6 +25,7 @@ from .config import add_calr_config, load_config  # noqa: E402
 from .data import datasets  # noqa: E402,F401  (registers ReIDFolder, CALRSynthetic)
 from .modeling import meta_arch  # noqa: E402,F401  (registers the CALR meta-architecture)
 from .modeling import timm_backbone  # noqa: E402,F401  (registers build_timm_backbone)
+from .modeling import build  # noqa: E402,F401  (adds the CUDA and domain-head checks to load_config)
 from .errors import CalrError, ConfigError, DataError  # noqa: E402
 from .engine.trainer import CALRTrainer, setup_run  # noqa: E402
 

@@ -64,6 +64,7 @@ from fastreid.utils import comm
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
+from ..config import ENGINES
 from ..errors import CalrError, DataError
 from ..utils.dist import broadcast_buffers, gather_to, unwrap
 
@@ -71,8 +72,6 @@ __all__ = ["ENGINES", "Extraction", "Extractor", "describe_unreadable", "engine_
            "extract_features", "last_engine", "read_rgb", "resolve_engine"]
 
 logger = logging.getLogger("fastreid." + __name__)
-
-ENGINES = ("auto", "torch", "onnxruntime")
 
 # The engine the latest extraction in this process ran with ("torch" or "onnxruntime"; None
 # before the first): what a run records next to its numbers.
