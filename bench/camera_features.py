@@ -6,7 +6,7 @@
 For each set (its training split, cameras from the Market names, read only to score), the
 untrained recipe model extracts the training features once per candidate: the embedding
 (the model's output) and the style statistics (channel mean and std) of the backbone's
-output at strides 2, 4, 8, 16 and 32 (``camera_style.layer_at_stride``). Each is clustered
+output at strides 2, 4, 8, 16 and 32 (``auto.camera_style.layer_at_stride``). Each is clustered
 by ``labels.cameras.infer_cameras`` into the true number of cameras, and into the number the
 embedding's eigengap chooses (what ``DATASETS.NUM_CAMERAS auto`` uses); the table gives the
 ARI and purity with the true cameras, and the count each feature's own eigengap would
@@ -34,8 +34,8 @@ def main(argv=None):
 
     import calr_plugin  # noqa: F401
     from calr_plugin import CALRTrainer, load_config
-    from calr_plugin.auto_settings import camera_agreement
-    from calr_plugin.camera_style import extract_with_style, layer_at_stride
+    from calr_plugin.auto.settings import camera_agreement
+    from calr_plugin.auto.camera_style import extract_with_style, layer_at_stride
     from calr_plugin.data.build import load_dataset
     from calr_plugin.labels.cameras import infer_cameras
 
@@ -60,7 +60,7 @@ def main(argv=None):
         for label, layer in candidates:
             t = time.time()
             if layer is None:
-                from calr_plugin.features import extract_features
+                from calr_plugin.engine.features import extract_features
 
                 x = emb = extract_features(model, paths, cfg)
                 count = infer_cameras(emb, seed=args.seed).num_cameras

@@ -2,7 +2,7 @@
 
 Shape shorthand: N training images, D feature dims.
 
-Every stage-2 epoch re-extracts all N training images (``calr_plugin/features.py``); on a
+Every stage-2 epoch re-extracts all N training images (``calr_plugin/engine/features.py``); on a
 CPU that is most of the epoch. This runs, in one process and on the same model:
 
 * ``fastreid`` (the reference, the path before ``CALR.EXTRACT.ENGINE``): FastReID's
@@ -37,9 +37,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from calr_plugin import load_config  # noqa: E402
 from calr_plugin.data.datasets import NAME_PATTERN  # noqa: E402
-from calr_plugin.features import broadcast_buffers, extract_features  # noqa: E402
-from calr_plugin.hooks import label_params  # noqa: E402
+from calr_plugin.engine.features import extract_features  # noqa: E402
+from calr_plugin.engine.hooks import label_params  # noqa: E402
 from calr_plugin.labels import label_agreement, stage1_labels, stage2_labels  # noqa: E402
+from calr_plugin.utils.dist import broadcast_buffers  # noqa: E402
 
 SETS = {"cuhk01": "../shared/data/cuhk01", "pku": "../shared/data/pku_reid74"}
 

@@ -83,7 +83,7 @@ def extract(folder, config, weights, engine):
 
     from calr_plugin import CALRTrainer, load_config
     from calr_plugin.data.build import load_dataset
-    from calr_plugin.features import extract_features
+    from calr_plugin.engine.features import extract_features
 
     opts = ["DATASETS.FOLDER", str(folder), "MODEL.DEVICE", "cpu", "CALR.EXTRACT.ENGINE", engine]
     if weights:
@@ -97,7 +97,7 @@ def extract(folder, config, weights, engine):
     cfg.freeze()
     model = CALRTrainer.build_model(cfg)
     if weights:
-        from calr_plugin.checkpoint import check_head_matches
+        from calr_plugin.engine.checkpoint import check_head_matches
 
         check_head_matches(model, weights)
         Checkpointer(model).load(weights)

@@ -178,7 +178,7 @@ def run_row(dataset, row, seed, recipe="mobilenetv2"):
 
 def label_quality(out):
     """Global/local/refined label quality at the first and last stage-2 epoch, from metrics.json."""
-    from calr_plugin.analysis import read_metrics
+    from calr_plugin.report.analysis import read_metrics
 
     rows = [r for r in read_metrics(out) if "global/precision" in r]
     local = next((r for r in rows if "local/precision" in r), None)

@@ -22,8 +22,8 @@ import torch  # noqa: E402
 
 import calr_plugin  # noqa: E402,F401
 from calr_plugin import load_config  # noqa: E402
-from calr_plugin.hooks import unwrap  # noqa: E402
-from calr_plugin.trainer import StepRunner  # noqa: E402
+from calr_plugin.engine.trainer import StepRunner  # noqa: E402
+from calr_plugin.utils.dist import unwrap  # noqa: E402
 from fastreid.engine import DefaultTrainer  # noqa: E402
 from fastreid.utils.events import EventStorage  # noqa: E402
 

@@ -11,6 +11,10 @@ before anything imports ``fastreid.data``, ``fastreid.engine`` or
 ``fastreid.evaluation``. Setting ``CALR_COMPAT_SKIP=name1,name2`` skips shims: the
 test suite uses it to prove that every shim is still needed (each test fails
 without its shim).
+
+Every patch of a third-party module is here, yacs included: ``yacs_auto_keys`` is the one
+process-wide change to yacs (why it cannot be scoped is next to it); ``regnet_yaml`` changes
+one config object of FastReID's, not yacs's class.
 """
 import collections
 import collections.abc
@@ -329,19 +333,45 @@ def _regnet_yaml():
     # <family>/<model>.yaml', a path relative to FastReID's source tree: the wheel ships those
     # files, but from any other working directory both builders fail with FileNotFoundError.
     # Resolve such a path against the installed fastreid package when it is not found as given.
+    # Scoped: only the one config object both builders merge into (regnet.config.cfg) gets
+    # this merge_from_file, as an instance attribute; yacs's CfgNode class is left alone.
     import fastreid
     from fastreid.modeling.backbones.regnet import config as regnet_config
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(fastreid.__file__)))
-    node_class = type(regnet_config.cfg)
-    original = node_class.merge_from_file
+    node = regnet_config.cfg
+    original = node.merge_from_file
 
-    def merge_from_file(self, cfg_filename):
+    def merge_from_file(cfg_filename):
         if not os.path.isfile(cfg_filename) and cfg_filename.startswith("fastreid/"):
             cfg_filename = os.path.join(root, cfg_filename)
-        return original(self, cfg_filename)
+        return original(cfg_filename)
 
-    node_class.merge_from_file = merge_from_file
+    # CfgNode.__setattr__ would store a config key (and refuses a function): set the attribute.
+    object.__setattr__(node, "merge_from_file", merge_from_file)
+
+
+@shim("yacs_auto_keys")
+def _yacs_auto_keys():
+    # yacs requires a merged value to keep its default's type, so an int key cannot take the
+    # string "auto" (nor an "auto" key a number). The keys of config.AUTO_KEYS hold either.
+    # yacs runs that check in a module-level function, yacs.config._check_and_coerce_cfg_value_type,
+    # which every CfgNode merge calls; replacing it is the only hook, and it cannot be scoped
+    # to load_config: users merge files into add_calr_config(cfg) themselves (README). The
+    # replacement returns early only for an AUTO_KEYS key with "auto" on one side; every other
+    # key and value goes to yacs's own check unchanged.
+    import yacs.config
+
+    from .config import AUTO_KEYS
+
+    yacs_check = yacs.config._check_and_coerce_cfg_value_type
+
+    def check_type_or_auto(replacement, original, key, full_key):
+        if full_key in AUTO_KEYS and "auto" in (replacement, original) and isinstance(replacement, (str, int, float)):
+            return replacement
+        return yacs_check(replacement, original, key, full_key)
+
+    yacs.config._check_and_coerce_cfg_value_type = check_type_or_auto
 
 
 @shim("writers_per_key")

@@ -10,29 +10,29 @@ import functools
 import os
 import re
 
-import yacs.config
 from fastreid.config import CfgNode as CN
 from fastreid.config import get_cfg
 
 from .errors import ConfigError
+from .labels.knn import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, KNN_METHODS
+from .labels.pivots import MEAN_DIST_MODES, NEIGHBOUR_MODES, PIVOT_RULES
+from .labels.refine import REFINE_MODES
+from .labels.schedules import DECAY_KINDS
 
 # Keys that take "auto": the value is chosen from the unlabeled training features when
-# training starts (calr_plugin.auto_settings; rules in calr_plugin/labels/auto.py).
+# training starts (calr_plugin.auto.settings; rules in calr_plugin/labels/auto.py). yacs
+# lets such a key hold "auto" or a number through compat's shim "yacs_auto_keys".
 AUTO_KEYS = ("CALR.CLUSTER.K", "CALR.CLUSTER.MIN_SIM", "CALR.CLUSTER.MIN_SIZE", "CALR.STAGE1.CLUSTER_RATIO",
              "CALR.STAGE1.NUM_INSTANCE", "DATALOADER.NUM_INSTANCE", "DATASETS.NUM_CAMERAS")
-_yacs_check = yacs.config._check_and_coerce_cfg_value_type
 
+# CALR.EXTRACT.ENGINE's values (engine/features.py runs them).
+ENGINES = ("auto", "torch", "onnxruntime")
 
-def _check_type_or_auto(replacement, original, key, full_key):
-    # yacs insists that a value keeps its default's type, so an int key cannot take the
-    # string "auto" (nor an "auto" key a number): let AUTO_KEYS hold either.
-    if full_key in AUTO_KEYS and "auto" in (replacement, original) and isinstance(replacement, (str, int, float)):
-        return replacement
-    return _yacs_check(replacement, original, key, full_key)
-
-
-if getattr(yacs.config._check_and_coerce_cfg_value_type, "__name__", "") != "_check_type_or_auto":
-    yacs.config._check_and_coerce_cfg_value_type = _check_type_or_auto
+# Checks of keys whose valid values only torch-side code knows (is there CUDA for MODEL.DEVICE,
+# which CALR.ALIGN.HEAD names are registered): name -> check(cfg), raising ConfigError.
+# modeling/build.py adds them when it is imported, which ``import calr_plugin`` does before any
+# config can be loaded, so that this module validates every key without importing torch.
+MODEL_CHECKS = {}
 
 
 def is_auto(value):
@@ -61,7 +61,7 @@ def add_calr_config(cfg):
     _C.DATASETS.CAMERAS = "given"
     _C.DATASETS.NUM_CAMERAS = "auto"
     # What "infer" groups by: "style" (channel mean and std of the map CAMERA_LAYER names;
-    # "auto" = the backbone's stride-8 output, camera_style.py) or "embedding" (the output).
+    # "auto" = the backbone's stride-8 output, auto/camera_style.py) or "embedding" (the output).
     # The count (NUM_CAMERAS auto) always comes from the embedding's eigengap.
     _C.DATASETS.CAMERA_FEATURES = "style"
     _C.DATASETS.CAMERA_LAYER = "auto"
@@ -85,9 +85,9 @@ def add_calr_config(cfg):
     # Images per BatchNorm statistic: every BN layer normalises contiguous chunks of this
     # many images (synchronised over processes when a chunk spans them), the same on 1, 2,
     # 4 or 8 GPUs; 0 = over each process's batch (FastReID). The authors' 4-GPU
-    # DataParallel recipe normalised 64-image chunks (Base-CALR-official.yml). See chunk_bn.py.
+    # DataParallel recipe normalised 64-image chunks (Base-CALR-official.yml). See modeling/chunk_bn.py.
     _C.MODEL.BN_CHUNK = 0
-    # The timm model of MODEL.BACKBONE.NAME build_timm_backbone (calr_plugin/timm_backbone.py).
+    # The timm model of MODEL.BACKBONE.NAME build_timm_backbone (calr_plugin/modeling/timm_backbone.py).
     _C.MODEL.BACKBONE.TIMM_MODEL = ""
 
     # channels_last memory format on CUDA (faster convolutions with AMP).
@@ -141,9 +141,9 @@ def add_calr_config(cfg):
     # exact (docs/SCALING.md); its parallel graph build makes labels reproducible only with
     # one OpenMP thread. Larger N needs a larger EF_CONSTRUCTION for the same recall.
     _C.CALR.CLUSTER.KNN = "exact"
-    _C.CALR.CLUSTER.HNSW_M = 32  # graph degree
-    _C.CALR.CLUSTER.HNSW_EF_CONSTRUCTION = 24  # beam width while building
-    _C.CALR.CLUSTER.HNSW_EF_SEARCH = 24  # beam width while searching (>= K is enforced)
+    _C.CALR.CLUSTER.HNSW_M = HNSW_M  # graph degree (32)
+    _C.CALR.CLUSTER.HNSW_EF_CONSTRUCTION = HNSW_EF_CONSTRUCTION  # beam width while building (24)
+    _C.CALR.CLUSTER.HNSW_EF_SEARCH = HNSW_EF_SEARCH  # beam width while searching (24; >= K is enforced)
     # ivf: IndexIVFFlat. NLIST 0 = 4 sqrt(N), at most N / 39. NPROBE 0 = half the lists: on
     # CUHK01 / PKU-Reid ImageNet features recall@15 is 0.981-0.994 there, 0.953 at the old
     # 16 of 49 lists (docs/BENCHMARKS.md, bench/knn_recall.py). At that recall IVF is slower
@@ -153,11 +153,11 @@ def add_calr_config(cfg):
     _C.CALR.CLUSTER.CAMERA_CENTRE = False  # beyond the paper: subtract each camera's mean
     _C.CALR.CLUSTER.INFOMAP_TRIALS = 1
 
-    # Feature extraction for the label step (calr_plugin/features.py): torch (the default:
-    # the same on every install, and it scored at least as well end to end, docs/RESULTS.md
-    # section 1) | onnxruntime (CPU; 2.8x faster extraction at N ~ 2k, same features to 1e-6,
-    # but a run with it is another draw, not the same number) | auto (onnxruntime on CPU
-    # when installed, torch otherwise).
+    # Feature extraction for the label step (calr_plugin/engine/features.py): torch (the
+    # default: the same on every install, and it scored at least as well end to end,
+    # docs/RESULTS.md section 1) | onnxruntime (CPU; 1.8x torch's extraction speed at N ~ 2k,
+    # same features to 1e-6, but a run with it is another draw, not the same number) | auto
+    # (onnxruntime on CPU when installed, torch otherwise).
     _C.CALR.EXTRACT = CN()
     _C.CALR.EXTRACT.ENGINE = "torch"
 
@@ -290,12 +290,10 @@ def validate(cfg):
     Raises:
         ConfigError
     """
-    import torch
-
     need = functools.partial(_need, cfg)
 
-    need(cfg.MODEL.DEVICE.startswith("cuda") is False or torch.cuda.is_available(), "MODEL.DEVICE",
-         "'cpu' on a machine without CUDA (pass MODEL.DEVICE cpu)")
+    for check in MODEL_CHECKS.values():
+        check(cfg)
     need(not (cfg.SOLVER.AMP.ENABLED and not cfg.MODEL.DEVICE.startswith("cuda")), "SOLVER.AMP.ENABLED",
          "False when MODEL.DEVICE is cpu (AMP needs CUDA)")
     need(cfg.SOLVER.MAX_EPOCH >= 1, "SOLVER.MAX_EPOCH", "an integer >= 1")
@@ -357,18 +355,11 @@ def validate(cfg):
 
 
 def validate_calr(cfg):
-    """Reject impossible CALR.* values at start-up, naming the key.
+    """Reject impossible CALR.* values at start-up, naming the key (CALR.ALIGN.HEAD: ``MODEL_CHECKS``).
 
     Raises:
         ConfigError
     """
-    from .domain_head import DOMAIN_HEAD_REGISTRY
-    from .labels.knn import KNN_METHODS
-    from .labels.pivots import MEAN_DIST_MODES, NEIGHBOUR_MODES, PIVOT_RULES
-    from .features import ENGINES
-    from .labels.refine import REFINE_MODES
-    from .labels.schedules import DECAY_KINDS
-
     c = cfg.CALR
     need = functools.partial(_need, cfg)
 
@@ -423,7 +414,6 @@ def validate_calr(cfg):
     need(a.EPOCHS >= 0, "CALR.ALIGN.EPOCHS", "an integer >= 0 (0 = every epoch)")
     one_of("CALR.ALIGN.LOSS", ("ce", "softmax_ce"))
     one_of("CALR.ALIGN.LAMBDA_SCHEDULE", ("constant", "dann"))
-    one_of("CALR.ALIGN.HEAD", tuple(sorted(DOMAIN_HEAD_REGISTRY._obj_map)))
     need(a.HIDDEN_DIM >= 1, "CALR.ALIGN.HIDDEN_DIM", "an integer >= 1")
     need(0 <= a.DROPOUT < 1, "CALR.ALIGN.DROPOUT", "a probability in [0, 1)")
     need(a.NUM_CAMERAS >= 0, "CALR.ALIGN.NUM_CAMERAS", "an integer >= 0 (0 = from the data)")

@@ -29,7 +29,7 @@ def run(rank, world, chunk, out):
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     import calr_plugin  # noqa: F401
-    from calr_plugin.chunk_bn import ChunkedBatchNorm, convert_chunked_bn
+    from calr_plugin.modeling.chunk_bn import ChunkedBatchNorm, convert_chunked_bn
 
     local = []  # this step's per-layer chunk statistics, before the gather
     update = ChunkedBatchNorm._update_running

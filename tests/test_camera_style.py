@@ -6,8 +6,8 @@ import torch
 from PIL import Image
 
 from calr_plugin import CALRTrainer, ConfigError
-from calr_plugin.camera_style import extract_with_style, find_style_layer
-from calr_plugin.features import extract_features
+from calr_plugin.auto.camera_style import extract_with_style, find_style_layer
+from calr_plugin.engine.features import extract_features
 
 from conftest import tiny_cfg
 from test_backbone_zoo import ZOO, _opts

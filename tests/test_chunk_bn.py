@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from calr_plugin import ConfigError
-from calr_plugin.chunk_bn import check_chunk, convert_chunked_bn
+from calr_plugin.modeling.chunk_bn import check_chunk, convert_chunked_bn
 from conftest import REPO
 from tiny_calr import calr_cfg
 

@@ -1,4 +1,4 @@
-"""Tests for calr_plugin.convert and tools/convert_weights.py (deep-sort MobileNetV2 -> FastReID)."""
+"""Tests for calr_plugin.weights.convert and tools/convert_weights.py (deep-sort MobileNetV2 -> FastReID)."""
 import importlib
 import os
 import subprocess
@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from calr_plugin.convert import (
+from calr_plugin.weights.convert import (
     DEEP_SORT_NOT_INSTALLED,
     WeightConversionError,
     build_fastreid_mobilenetv2,

@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 
-from calr_plugin.analysis import read_metrics
+from calr_plugin.report.analysis import read_metrics
 from conftest import REPO, config_path
 
 

@@ -15,7 +15,7 @@ pytest.importorskip("onnxruntime", reason="make install installs the deploy extr
 
 def test_a_calr_checkpoint_exports_and_matches_pytorch_in_onnx_runtime(tmp_path):
     from calr_plugin import CALRTrainer
-    from calr_plugin.export import export_onnx, onnx_features
+    from calr_plugin.deploy.export import export_onnx, onnx_features
 
     torch.manual_seed(0)
     model = CALRTrainer.build_model(calr_cfg(tmp_path, "CALR.ALIGN.NUM_CAMERAS", "2")).eval()
@@ -60,9 +60,9 @@ def _tool_main():
 def test_export_fails_above_the_tolerance(tmp_path, monkeypatch, capsys, diff, fails):
     # ONNX Runtime and PyTorch may agree exactly, so the measured difference is set here: the
     # tool must exit 1 and name the difference above --tolerance 1e-3, and pass below it.
-    import calr_plugin.export
+    import calr_plugin.deploy.export
 
-    monkeypatch.setattr(calr_plugin.export, "max_difference", lambda model, path, images: (diff, 1.0))
+    monkeypatch.setattr(calr_plugin.deploy.export, "max_difference", lambda model, path, images: (diff, 1.0))
     rc = _tool_main()(["--config-file", config_path("CALR/Base-CALR.yml"), "--out", str(tmp_path / "m.onnx"),
                        "--check-images", "2", "--tolerance", "1e-3"] + CPU_CALR + TINY_OPTS
                       + ["OUTPUT_DIR", str(tmp_path)])
@@ -78,7 +78,7 @@ def test_export_leaves_the_callers_model_as_it_was(tmp_path):
     # in its modes (a frozen BN stays in eval inside a training model) with the same parameter
     # objects and values, so training can go on after an export.
     from calr_plugin import CALRTrainer
-    from calr_plugin.export import export_onnx, max_difference
+    from calr_plugin.deploy.export import export_onnx, max_difference
 
     torch.manual_seed(0)
     model = CALRTrainer.build_model(calr_cfg(tmp_path)).train()

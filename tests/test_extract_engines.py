@@ -1,4 +1,4 @@
-"""Label-step feature extraction (calr_plugin/features.py): every engine gives FastReID's
+"""Label-step feature extraction (calr_plugin/engine/features.py): every engine gives FastReID's
 features, leaves the training model as it was, and the selection falls back cleanly."""
 import os
 import sys
@@ -41,7 +41,7 @@ def _fastreid_reference(model, paths, cfg):
 
 @pytest.mark.parametrize("engine", ["torch", pytest.param("onnxruntime", marks=needs_ort), "auto"])
 def test_engines_equal_fastreid_and_leave_the_model_alone(tmp_path, engine):
-    from calr_plugin.features import extract_features
+    from calr_plugin.engine.features import extract_features
 
     cfg, model, paths = _setup(tmp_path, "CALR.EXTRACT.ENGINE", engine, "TEST.IMS_PER_BATCH", "8",
                                "DATALOADER.NUM_WORKERS", "0")
@@ -59,13 +59,13 @@ def test_engines_equal_fastreid_and_leave_the_model_alone(tmp_path, engine):
 
 @needs_ort
 def test_auto_is_onnxruntime_on_cpu_when_installed():
-    from calr_plugin import features
+    from calr_plugin.engine import features
 
     assert features.resolve_engine("auto", torch.device("cpu")) == "onnxruntime"
 
 
 def test_engine_selection(monkeypatch):
-    from calr_plugin import features
+    from calr_plugin.engine import features
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     monkeypatch.setattr(features, "_has_onnxruntime", lambda: True)  # what follows holds either way
@@ -83,21 +83,21 @@ def test_engine_selection(monkeypatch):
 
 @needs_ort
 def test_a_model_that_does_not_export_falls_back_to_torch(tmp_path, monkeypatch, caplog):
-    import calr_plugin.export
-    from calr_plugin import features
-    from calr_plugin.features import extract_features
+    import calr_plugin.deploy.export
+    from calr_plugin.engine import features
+    from calr_plugin.engine.features import extract_features
 
     def broken(*args, **kwargs):
         raise RuntimeError("no symbolic for an op")
 
-    monkeypatch.setattr(calr_plugin.export, "export_onnx", broken)
+    monkeypatch.setattr(calr_plugin.deploy.export, "export_onnx", broken)
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp))
     cfg, model, paths = _setup(tmp_path, "DATALOADER.NUM_WORKERS", "0", "CALR.EXTRACT.ENGINE", "auto")
     expected = _fastreid_reference(model, paths, cfg)
     model.train()
-    with caplog.at_level("WARNING", logger="fastreid.calr_plugin.features"):
+    with caplog.at_level("WARNING", logger="fastreid.calr_plugin.engine.features"):
         feats = extract_features(model, paths, cfg)  # auto: warns, then PyTorch
     assert "does not export to ONNX" in caplog.text
     assert os.listdir(tmp) == []  # the temporary export folder is removed
@@ -115,20 +115,20 @@ def test_an_onnx_graph_that_is_wrong_or_fails_on_real_batches_is_not_used(tmp_pa
                                                                           message):
     """What a traced graph with the export's batch size baked in does (ShuffleNet's channel
     shuffle: the zoo test trains one): caught on real images before any feature is kept."""
-    import calr_plugin.export
-    from calr_plugin import features
+    import calr_plugin.deploy.export
+    from calr_plugin.engine import features
 
     def bad_onnx_features(path, images, threads=None):
         if fault == "raises":
             raise RuntimeError("Reshape: cannot reshape {3,116,8,4} to {2,58,2,8,4}")
         return np.ones((len(images), 512), np.float32)  # right shape, wrong values
 
-    monkeypatch.setattr(calr_plugin.export, "onnx_features", bad_onnx_features)
+    monkeypatch.setattr(calr_plugin.deploy.export, "onnx_features", bad_onnx_features)
     cfg, model, paths = _setup(tmp_path, "DATALOADER.NUM_WORKERS", "0", "TEST.IMS_PER_BATCH", "8",
                                "CALR.EXTRACT.ENGINE", "auto")
     expected = _fastreid_reference(model, paths, cfg)
     model.train()
-    with caplog.at_level("WARNING", logger="fastreid.calr_plugin.features"):
+    with caplog.at_level("WARNING", logger="fastreid.calr_plugin.engine.features"):
         feats = features.extract_features(model, paths, cfg)
     assert message in caplog.text and "using PyTorch" in caplog.text
     assert np.abs(feats - expected).max() < 1e-4
@@ -140,11 +140,11 @@ def test_an_onnx_graph_that_is_wrong_or_fails_on_real_batches_is_not_used(tmp_pa
 
 @pytest.mark.parametrize("engine", ["torch", pytest.param("auto", marks=needs_ort)])
 def test_every_extraction_logs_and_exposes_its_engine(tmp_path, caplog, engine):
-    from calr_plugin import features
+    from calr_plugin.engine import features
 
     cfg, model, paths = _setup(tmp_path, "CALR.EXTRACT.ENGINE", engine, "DATALOADER.NUM_WORKERS", "0")
     features.last_engine = None
-    with caplog.at_level("INFO", logger="fastreid.calr_plugin.features"):
+    with caplog.at_level("INFO", logger="fastreid.calr_plugin.engine.features"):
         features.extract_features(model, paths, cfg, desc="train features")
     used = "onnxruntime" if engine == "auto" else "torch"
     assert features.last_engine == used
@@ -155,7 +155,7 @@ def test_every_extraction_logs_and_exposes_its_engine(tmp_path, caplog, engine):
 
 def test_an_unreadable_training_image_stops_with_one_line_naming_it(tmp_path):
     """Training keeps labels and cameras by image position: a skipped image would shift them."""
-    from calr_plugin.features import extract_features
+    from calr_plugin.engine.features import extract_features
 
     cfg, model, paths = _setup(tmp_path, "CALR.EXTRACT.ENGINE", "torch", "DATALOADER.NUM_WORKERS", "0",
                                "TEST.IMS_PER_BATCH", "8")
@@ -169,7 +169,7 @@ def test_an_unreadable_training_image_stops_with_one_line_naming_it(tmp_path):
 
 
 def test_non_finite_features_stop_the_extraction(tmp_path):
-    from calr_plugin.features import extract_features
+    from calr_plugin.engine.features import extract_features
 
     cfg, model, paths = _setup(tmp_path, "CALR.EXTRACT.ENGINE", "torch", "DATALOADER.NUM_WORKERS", "0")
     with torch.no_grad():
@@ -183,7 +183,7 @@ def _gather_worker(out, paths):
     from fastreid.utils import comm
 
     from calr_plugin import CALRTrainer
-    from calr_plugin.features import extract_features
+    from calr_plugin.engine.features import extract_features
 
     cfg = calr_cfg(out, "CALR.EXTRACT.ENGINE", "torch", "DATALOADER.NUM_WORKERS", "0", "TEST.IMS_PER_BATCH", "8")
     torch.manual_seed(0)

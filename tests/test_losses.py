@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from calr_plugin.domain_head import MLPDomainClassifier, domain_loss, grad_reverse
-from calr_plugin.memory import ClusterMemory, momentum_update, weighted_cross_entropy
+from calr_plugin.modeling.domain_head import MLPDomainClassifier, domain_loss, grad_reverse
+from calr_plugin.modeling.memory import ClusterMemory, momentum_update, weighted_cross_entropy
 
 
 def test_gradient_reversal_flips_the_sign_and_scales_by_lambda():

@@ -19,7 +19,7 @@ import pytest
 
 from calr_plugin import ConfigError
 from calr_plugin.data.datasets import ReIDFolder, TrainSet
-from calr_plugin.stage1 import load_local_labels
+from calr_plugin.engine.stage1 import load_local_labels
 from conftest import REPO, TINY_OPTS, config_path, tiny_cfg
 from tiny_calr import CPU_CALR
 
@@ -226,7 +226,8 @@ def test_saved_cameras_that_differ_from_the_current_ones_stop_with_one_line(fram
                           f"for 3 of 48 images")
 
     # A finished camera's file that holds another camera's image: --resume stops before training.
-    from calr_plugin.stage1 import run_stage1
+    from calr_plugin import CALRTrainer
+    from calr_plugin.engine.stage1 import run_stage1
 
     cam_file = tmp_path / "run" / "stage1" / "cam0" / "local_labels.npz"
     os.makedirs(cam_file.parent)
@@ -237,7 +238,7 @@ def test_saved_cameras_that_differ_from_the_current_ones_stop_with_one_line(fram
     cfg = tiny_cfg("CALR/Base-CALR.yml", tmp_path / "run", *CPU_CALR)
     with pytest.raises(ConfigError, match=rf"^{cam_file}: the cameras .* differ from the current ones for 2 of 16 "
                                           rf"images"):
-        run_stage1(cfg, train_set, resume=True)
+        run_stage1(cfg, train_set, CALRTrainer, resume=True)
 
 
 def test_resume_with_seed_minus_one_takes_the_runs_seed_and_reuses_its_auto_choice(tmp_path, caplog):
@@ -246,7 +247,7 @@ def test_resume_with_seed_minus_one_takes_the_runs_seed_and_reuses_its_auto_choi
     import logging
 
     from calr_plugin import CALRTrainer, setup_run
-    from calr_plugin.auto_settings import resolve
+    from calr_plugin.auto.settings import resolve
     from calr_plugin.data.build import train_items
 
     class Args:

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from calr_plugin import CALRTrainer, DataError, load_config
-from calr_plugin.hooks import unwrap
 from calr_plugin.data.build import check_test_split, load_dataset
-from calr_plugin.trainer import TrainingDiverged
+from calr_plugin.engine.trainer import TrainingDiverged
+from calr_plugin.utils.dist import unwrap
 from tiny_calr import calr_cfg
 
 
@@ -121,14 +121,14 @@ def test_nan_loss_stops_with_iteration_terms_and_checkpoint(tmp_path, monkeypatc
 
 def test_stage1_camera_smaller_than_a_batch(tmp_path):
     from calr_plugin.data.datasets import TrainSet
-    from calr_plugin.stage1 import run_stage1
+    from calr_plugin.engine.stage1 import run_stage1
     from calr_plugin.data.build import train_items
 
     cfg = calr_cfg(tmp_path, "CALR.STAGE1.IMS_PER_BATCH", "64", "CALR.STAGE1.EPOCHS", "1")  # cameras: 24 images
     os.makedirs(tmp_path, exist_ok=True)
     train_set = TrainSet(train_items(cfg))
     assert max(np.bincount(train_set.cams)) < 64
-    labels = run_stage1(cfg, train_set)
+    labels = run_stage1(cfg, train_set, CALRTrainer)
     assert labels.shape == (len(train_set),) and labels.min() >= 0
 
 
@@ -157,7 +157,7 @@ def test_a_single_giant_cluster_trains_without_nan(tmp_path):
 def test_stage1_with_every_silhouette_undefined_keeps_the_final_epoch(tmp_path, caplog):
     import logging
 
-    from calr_plugin.hooks import Stage1LabelHook
+    from calr_plugin.engine.hooks import Stage1LabelHook
     from calr_plugin.utils.atomic import atomic_savez
     from conftest import tiny_cfg
 

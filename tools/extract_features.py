@@ -32,7 +32,7 @@ def main(argv=None):
         import numpy as np
         from fastreid.utils.checkpoint import Checkpointer
 
-        from calr_plugin.features import extract_features
+        from calr_plugin.engine.features import extract_features
         from calr_plugin.data.build import load_dataset
         from calr_plugin.utils.atomic import atomic_write_bytes, atomic_write_text
 
@@ -41,7 +41,7 @@ def main(argv=None):
         cfg.freeze()
         model = CALRTrainer.build_model(cfg)
         if cfg.MODEL.WEIGHTS:
-            from calr_plugin.checkpoint import check_head_matches
+            from calr_plugin.engine.checkpoint import check_head_matches
 
             check_head_matches(model, cfg.MODEL.WEIGHTS)
             Checkpointer(model).load(cfg.MODEL.WEIGHTS)

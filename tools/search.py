@@ -31,11 +31,11 @@ from calr_plugin import CalrError, load_config  # noqa: E402
 
 
 def build_embedder(config_file, opts, onnx):
-    """The run's Embedder (calr_plugin.search): the PyTorch checkpoint (on the GPU when there is
+    """The run's Embedder (calr_plugin.deploy.search): the PyTorch checkpoint (on the GPU when there is
     one, CALR.EXTRACT.ENGINE choosing the engine) or the --onnx file (one ONNX Runtime session).
     Its fingerprint covers the config's INPUT/MODEL settings and the weights' or ONNX file's content."""
-    from calr_plugin.checkpoint import load_inference_model
-    from calr_plugin.search import Embedder
+    from calr_plugin.engine.checkpoint import load_inference_model
+    from calr_plugin.deploy.search import Embedder
 
     if onnx:
         if not os.path.isfile(onnx):
@@ -104,14 +104,14 @@ def main(argv=None):
 
     args = parse_args(p, argv)  # flags before or after the KEY VALUE overrides
     try:
-        from calr_plugin.search import GalleryIndex, _item, evaluate, gallery_items
+        from calr_plugin.deploy.search import GalleryIndex, _item, evaluate, gallery_items
 
         if not args.query and not args.evaluate:
             raise CalrError("nothing to search for: give --query IMAGE [...] or --evaluate")
         if args.topk < 1:
             raise CalrError(f"--topk {args.topk}: expected an integer >= 1")
-        from calr_plugin.features import describe_unreadable
-        from calr_plugin.search import unmatched_message, valid_queries
+        from calr_plugin.engine.features import describe_unreadable
+        from calr_plugin.deploy.search import unmatched_message, valid_queries
 
         with build_embedder(args.config_file, args.opts, args.onnx) as embed:
             listed = gallery_items(args.gallery)

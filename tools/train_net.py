@@ -16,7 +16,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import calr_plugin  # noqa: E402,F401  (applies the FastReID shims, registers our modules)
 from calr_plugin import CALRTrainer, CalrError, load_config, setup_run  # noqa: E402
-from calr_plugin.checkpoint import check_head_matches  # noqa: E402
+from calr_plugin.engine.checkpoint import check_head_matches  # noqa: E402
 from calr_plugin.data.build import NoTestSplit  # noqa: E402
 from calr_plugin.utils.atomic import atomic_write_text  # noqa: E402
 from calr_plugin.utils.cli import parse_args  # noqa: E402

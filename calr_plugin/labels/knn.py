@@ -13,9 +13,23 @@ import faiss
 import numpy as np
 
 __all__ = ["l2_normalize", "knn_search", "camera_centre", "knn_recall", "ivf_nlist_for", "ivf_nprobe_for",
-           "KNN_METHODS"]
+           "hnsw_index", "KNN_METHODS", "HNSW_M", "HNSW_EF_CONSTRUCTION", "HNSW_EF_SEARCH",
+           "GALLERY_HNSW_EF_CONSTRUCTION", "GALLERY_HNSW_EF_SEARCH"]
 
 KNN_METHODS = ("exact", "hnsw", "ivf")
+
+# HNSW of the label step: the defaults of CALR.CLUSTER.HNSW_*, LabelParams and knn_search.
+# Graph degree, beam width while building, beam width while searching (>= k is enforced).
+# 32/24/24 is the fast mode measured at MSMT17 size (N 32,621, D 2048): recall@15 0.971, the
+# label step 8.5 s instead of 67 s (docs/SCALING.md).
+HNSW_M = 32
+HNSW_EF_CONSTRUCTION = 24
+HNSW_EF_SEARCH = 24
+# HNSW of a gallery search past deploy.search.APPROXIMATE_ABOVE images: built once and searched
+# many times, its candidates re-ranked exactly, so a wider beam both ways (degree HNSW_M);
+# the search beam is at least GALLERY_HNSW_EF_SEARCH, and at least the candidates asked for.
+GALLERY_HNSW_EF_CONSTRUCTION = 80
+GALLERY_HNSW_EF_SEARCH = 128
 
 
 def l2_normalize(features: np.ndarray, copy: bool = False, tol: float = 1e-4) -> np.ndarray:
@@ -112,6 +126,21 @@ def ivf_nprobe_for(nlist: int, nprobe: int = 0) -> int:
     return max(1, min(int(nprobe) or -(-nlist // 2), nlist))
 
 
+def hnsw_index(x: np.ndarray, m: int = HNSW_M, ef_construction: int = HNSW_EF_CONSTRUCTION):
+    """An inner-product ``faiss.IndexHNSWFlat`` holding the rows of ``x``.
+
+    Args:
+        x: (N, D) float32 C-contiguous rows (L2-normalised for cosine similarity).
+        m: graph degree. ef_construction: beam width while building.
+    Returns:
+        faiss.IndexHNSWFlat: set ``index.hnsw.efSearch`` before searching.
+    """
+    index = faiss.IndexHNSWFlat(x.shape[1], m, faiss.METRIC_INNER_PRODUCT)
+    index.hnsw.efConstruction = ef_construction
+    index.add(x)
+    return index
+
+
 def knn_search(
     features: np.ndarray,
     k: int = 15,
@@ -119,9 +148,9 @@ def knn_search(
     use_gpu: Union[str, bool] = "auto",
     chunk_size: int = 16384,
     normalize: bool = True,
-    hnsw_m: int = 32,
-    hnsw_ef_construction: int = 40,
-    hnsw_ef_search: int = 32,
+    hnsw_m: int = HNSW_M,
+    hnsw_ef_construction: int = HNSW_EF_CONSTRUCTION,
+    hnsw_ef_search: int = HNSW_EF_SEARCH,
     ivf_nlist: int = 0,
     ivf_nprobe: int = 0,
     seed: int = 0,
@@ -139,7 +168,8 @@ def knn_search(
         chunk_size: queries per search call; the results are the same for any value.
         normalize: L2-normalise the rows (no copy if they already have unit norm).
         hnsw_m, hnsw_ef_construction, hnsw_ef_search: HNSW graph degree and beam widths
-            (32/40/32: recall@15 0.97 at N = 200,000, D = 256 on the benchmark's data).
+            (default: the label step's ``HNSW_*``, 32/24/24; 32/40/32 gave recall@15 0.97 at
+            N = 200,000, D = 256 on the benchmark's data).
         ivf_nlist: IVF lists; 0 means 4*sqrt(N), at most N // 39 (``ivf_nlist_for``).
         ivf_nprobe: lists scanned per query; 0 means half of them (``ivf_nprobe_for``).
         seed: seeds the IVF k-means sample and centroids. HNSW construction with more than
@@ -171,9 +201,7 @@ def knn_search(
         def search(q, kk):
             return faiss.knn(q, x, kk, metric=faiss.METRIC_INNER_PRODUCT)
     elif method == "hnsw":
-        index = faiss.IndexHNSWFlat(d, hnsw_m, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction = hnsw_ef_construction
-        index.add(x)
+        index = hnsw_index(x, hnsw_m, hnsw_ef_construction)
         index.hnsw.efSearch = max(hnsw_ef_search, k)
         search = index.search
     else:

@@ -21,7 +21,8 @@ import numpy as np
 
 from .infomap_cluster import infomap_cluster
 from .intra_camera import LocalLabels, intra_camera_labels
-from .knn import KNN_METHODS, camera_centre, knn_search, l2_normalize
+from .knn import (HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, KNN_METHODS, camera_centre, knn_search,
+                  l2_normalize)
 from .pivots import MEAN_DIST_MODES, NEIGHBOUR_MODES, PIVOT_RULES, pivot_scores, select_pivots
 from .refine import REFINE_MODES, refine_labels, relabel_contiguous
 from .schedules import DECAY_KINDS, decay_p
@@ -54,10 +55,10 @@ class LabelParams:
     knn_method: str = "exact"
     knn_use_gpu: object = "auto"
     # Approximate kNN settings (knn_search's arguments; docs/SCALING.md has the trade-off).
-    # HNSW 32/24/24: the fast mode measured at MSMT17 size (config.py, CALR.CLUSTER.KNN).
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 24
-    hnsw_ef_search: int = 24
+    # HNSW: the fast mode measured at MSMT17 size (knn.HNSW_*, also CALR.CLUSTER.HNSW_*).
+    hnsw_m: int = HNSW_M
+    hnsw_ef_construction: int = HNSW_EF_CONSTRUCTION
+    hnsw_ef_search: int = HNSW_EF_SEARCH
     ivf_nlist: int = 0
     ivf_nprobe: int = 0  # 0 = half the lists (knn.ivf_nprobe_for)
     camera_centre: bool = False

@@ -10,7 +10,7 @@ so single-camera clusters get 0 and clusters spread over many cameras weigh more
 is ``F.cross_entropy(logits, y, weight=w)``, a normalised weighted mean
 sum_i w_{y_i} CE_i / sum_i w_{y_i}, used only from epoch 5 ("warm-up"); before that the
 plain mean. If every sample of a batch has w = 0 that ratio is 0/0 = NaN in PyTorch
-(reference §9 item 11): the loss must then be 0 (``calr_plugin.memory``, tested in tests/test_losses.py).
+(reference §9 item 11): the loss must then be 0 (``calr_plugin.modeling.memory``, tested in tests/test_losses.py).
 """
 from typing import Optional
 

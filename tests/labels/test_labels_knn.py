@@ -190,7 +190,7 @@ def test_approximate_methods_keep_recall_at_their_config_defaults(method):
     import faiss
 
     from calr_plugin.config import load_config
-    from calr_plugin.hooks import label_params
+    from calr_plugin.engine.hooks import label_params
     from calr_plugin.labels import LabelParams
 
     p = label_params(load_config(check=False))  # defaults only; MODEL.DEVICE cuda is checked elsewhere

@@ -8,7 +8,8 @@ classifier, the cluster memory and the camera classifier are not part of it.
 """
 import torch
 
-from .errors import ConfigError
+from ..errors import ConfigError
+from ..utils.dist import unwrap
 
 # Head modules that shape the evaluated feature (EmbeddingHead: pool_layer -> bottleneck).
 FEATURE_HEAD_PREFIXES = ("heads.pool_layer.", "heads.bottleneck.")
@@ -23,7 +24,7 @@ def check_head_matches(model, path):
     Raises:
         ConfigError: naming the file, the keys on either side, and what to set.
     """
-    model = model.module if hasattr(model, "module") else model  # DDP
+    model = unwrap(model)
     state = torch.load(path, map_location="cpu", weights_only=False)
     weights = state.get("model", state) if isinstance(state, dict) else {}
     mine = {k for k in model.state_dict() if k.startswith(FEATURE_HEAD_PREFIXES)}
@@ -54,15 +55,15 @@ def load_inference_model(config_file, opts=()):
     """
     from fastreid.utils.checkpoint import Checkpointer
 
-    from .config import load_config
-    from .trainer import CALRTrainer
+    from ..config import load_config
+    from ..modeling.build import build_model
 
     cfg = load_config(config_file, list(opts) + ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False"], freeze=False)
     cfg.CALR.ALIGN.NUM_CAMERAS = 0
     if cfg.MODEL.WEIGHTS:
         cfg.MODEL.BACKBONE.PRETRAIN = False
     cfg.freeze()
-    model = CALRTrainer.build_model(cfg).eval()
+    model = build_model(cfg).eval()
     if cfg.MODEL.WEIGHTS:
         check_head_matches(model, cfg.MODEL.WEIGHTS)
         Checkpointer(model).load(cfg.MODEL.WEIGHTS)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["StyleTap", "extract_with_style", "find_style_layer", "layer_at_stride"]
 
@@ -136,13 +136,13 @@ def extract_with_style(model, paths, cfg, desc="auto features"):
     Args:
         model (nn.Module): the (untrained) model, not DDP-wrapped.
         paths (list[str]): N image paths.
-        cfg (CfgNode): as for ``features.extract_features``, and DATASETS.CAMERA_LAYER.
+        cfg (CfgNode): as for ``engine.features.extract_features``, and DATASETS.CAMERA_LAYER.
     Returns:
         tuple: ndarray (N, D) float32 L2-normalised embeddings; ndarray (N, 2K) float32 style
         statistics, or None when no layer is found; the tapped layer's name or None. On ranks
         other than 0 both arrays are None (extract_features gathers on rank 0).
     """
-    from .features import extract_features
+    from ..engine.features import extract_features
 
     layer = find_style_layer(model, cfg)
     if layer is None:

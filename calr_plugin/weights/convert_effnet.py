@@ -20,7 +20,7 @@ import os
 
 import torch
 
-from .convert import WeightConversionError, _atomic_torch_save, _torch_load
+from .io import WeightConversionError, save_weights, torch_load
 
 __all__ = ["convert_efficientnet_lite", "locate_efficientnet_lite", "map_efficientnet_lite_state_dict",
            "TIMM_NAME"]
@@ -79,14 +79,14 @@ def convert_efficientnet_lite(variant, out_path, src_path=None):
 
     src_path = src_path or locate_efficientnet_lite(variant)
     try:
-        src = _torch_load(src_path)
+        src = torch_load(src_path)
     except Exception as e:
         raise WeightConversionError(f"cannot load {src_path}: {type(e).__name__}: {e}") from e
     name = TIMM_NAME.format(variant)
     model = timm.create_model(name, pretrained=False)
     converted = map_efficientnet_lite_state_dict(src, model.state_dict())
     model.load_state_dict(converted, strict=True)
-    _atomic_torch_save(converted, out_path)
+    save_weights(converted, out_path)
     params = {n for n, _ in model.named_parameters()}
     return {
         "source": f"efficientnet-lite{variant}",

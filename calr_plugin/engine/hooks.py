@@ -18,7 +18,6 @@ import os
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from fastreid.data import build_reid_train_loader
 from fastreid.data.common import CommDataset
@@ -27,12 +26,13 @@ from fastreid.engine.train_loop import HookBase
 from fastreid.utils import comm
 from fastreid.utils.env import seed_all_rng
 
+from ..data.sampler import PseudoLabelSampler
+from ..labels import LabelParams, cluster_metrics, intra_camera_labels, stage2_labels
+from ..labels.metrics import cameras_per_cluster
+from ..utils.atomic import atomic_savez
+from ..utils.dist import broadcast_from_main, unwrap
 from . import features
-from .data.sampler import PseudoLabelSampler
 from .features import extract_features
-from .labels import LabelParams, cluster_metrics, intra_camera_labels, stage2_labels
-from .labels.metrics import cameras_per_cluster
-from .utils.atomic import atomic_savez
 
 logger = logging.getLogger("fastreid." + __name__)  # shares FastReID's console and log.txt
 
@@ -74,19 +74,6 @@ def centroids_of(feats, labels, num_clusters):
     f = torch.from_numpy(feats[keep])
     sums = torch.zeros(num_clusters, f.shape[1]).index_add_(0, torch.from_numpy(labels[keep]), f)
     return F.normalize(sums, dim=1).numpy()
-
-
-def broadcast_from_main(obj):
-    """rank 0's object on every rank (identity in a single process)."""
-    if comm.get_world_size() == 1:
-        return obj
-    box = [obj if comm.is_main_process() else None]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-def unwrap(model):
-    return model.module if hasattr(model, "module") else model
 
 
 class LabelHook(HookBase):

@@ -41,9 +41,10 @@ import zipfile
 
 import numpy as np
 
-from .data.datasets import IMAGE_EXTENSIONS, NAME_PATTERN, list_images
-from .errors import CalrError, DataError
-from .utils.atomic import _atomic_write
+from ..data.datasets import IMAGE_EXTENSIONS, NAME_PATTERN, list_images
+from ..errors import CalrError, DataError
+from ..labels.knn import GALLERY_HNSW_EF_CONSTRUCTION, GALLERY_HNSW_EF_SEARCH, HNSW_M, hnsw_index
+from ..utils.atomic import _atomic_write
 
 __all__ = ["gallery_items", "feature_signature", "fingerprint_of", "signature_changes", "Embedder", "GalleryIndex",
            "evaluate", "valid_queries", "unmatched_message"]
@@ -179,7 +180,7 @@ class Embedder:
     """
 
     def __init__(self, cfg, model=None, onnx=None):
-        from .features import Extractor
+        from ..engine.features import Extractor
 
         self.cfg = cfg
         self.signature = feature_signature(cfg, onnx)
@@ -201,7 +202,7 @@ class Embedder:
         Raises:
             DataError: an image cannot be read (one line naming it).
         """
-        from .features import describe_unreadable
+        from ..engine.features import describe_unreadable
 
         result = self.extract(paths, desc)
         if result.bad:
@@ -375,9 +376,7 @@ class GalleryIndex:
             if os.path.isfile(path) and os.path.isfile(saved) and os.path.getmtime(path) >= os.path.getmtime(saved):
                 self._hnsw = faiss.read_index(path)
             else:
-                self._hnsw = faiss.IndexHNSWFlat(self.feats.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
-                self._hnsw.hnsw.efConstruction = 80
-                self._hnsw.add(self.feats)
+                self._hnsw = hnsw_index(self.feats, HNSW_M, GALLERY_HNSW_EF_CONSTRUCTION)
                 if os.path.isfile(saved):  # kept next to the features it indexes
                     faiss.write_index(self._hnsw, path)
         return self._hnsw
@@ -409,7 +408,7 @@ class GalleryIndex:
             short = []
             for ask in sorted({int(want[q]) for q in pending}):
                 group = [q for q in pending if want[q] == ask]
-                hnsw.hnsw.efSearch = max(128, ask)
+                hnsw.hnsw.efSearch = max(GALLERY_HNSW_EF_SEARCH, ask)
                 _, cand = hnsw.search(np.ascontiguousarray(queries[group], dtype=np.float32), ask)
                 for q, c in zip(group, cand):
                     c = c[c >= 0]

@@ -29,9 +29,10 @@ import numpy as np
 from fastreid.utils import comm
 from fastreid.utils.env import seed_all_rng
 
-from .errors import ConfigError
-from .hooks import Stage1LabelHook, broadcast_from_main, epoch_seed
-from .utils.atomic import atomic_savez
+from ..errors import ConfigError
+from ..utils.atomic import atomic_savez
+from ..utils.dist import broadcast_from_main
+from .hooks import Stage1LabelHook, epoch_seed
 
 logger = logging.getLogger("fastreid." + __name__)  # shares FastReID's console and log.txt
 
@@ -64,12 +65,15 @@ def _unique_per_camera(cams, labels):
     return out.reshape(-1).astype(np.int64)
 
 
-def run_stage1(cfg, train_set, resume=False):
+def run_stage1(cfg, train_set, trainer_cls, resume=False):
     """Train (or resume) every camera's stage-1 encoder and return the local labels.
 
     Args:
         cfg (CfgNode): the CALR config.
         train_set (TrainSet): all N training images.
+        trainer_cls (type): the trainer of each camera's encoder, built as
+            ``trainer_cls(cam_cfg, train_set=..., stage=1)`` (``CALRTrainer``, which calls this:
+            the class is passed in so that this module does not import the trainer).
         resume (bool): reuse finished cameras and checkpoints found in OUTPUT_DIR/stage1.
     Returns:
         ndarray: (N,) int64 local labels in train_set order, unique across cameras.
@@ -77,8 +81,6 @@ def run_stage1(cfg, train_set, resume=False):
         ConfigError: with ``resume``, a saved labels file does not fit the current images
             and cameras (e.g. the cameras are inferred differently now).
     """
-    from .trainer import CALRTrainer
-
     out_dir = os.path.join(cfg.OUTPUT_DIR, "stage1")
     final = os.path.join(out_dir, "local_labels.npz")
     if resume and os.path.isfile(final):
@@ -97,7 +99,7 @@ def run_stage1(cfg, train_set, resume=False):
             logger.info(f"stage 1: camera {cam + 1}/{train_set.num_cameras}, {int(mask.sum())} images")
             cam_cfg = stage1_config(cfg, cam)
             seed_all_rng(epoch_seed(cfg.SEED, 0, 1000 + cam))  # same init on every rank
-            trainer = CALRTrainer(cam_cfg, train_set=train_set.subset(mask), stage=1)
+            trainer = trainer_cls(cam_cfg, train_set=train_set.subset(mask), stage=1)
             trainer.resume_or_load(resume=resume)
             trainer.train()
             if comm.is_main_process():

@@ -21,9 +21,9 @@ import os
 import numpy as np
 from fastreid.utils import comm
 
-from .config import AUTO_KEYS, _get, is_auto
-from .errors import DataError
-from .utils.atomic import atomic_write_text
+from ..config import AUTO_KEYS, _get, is_auto
+from ..errors import DataError
+from ..utils.atomic import atomic_write_text
 
 logger = logging.getLogger("fastreid." + __name__)  # shares FastReID's console and log.txt
 
@@ -52,7 +52,7 @@ def _digest(names):
 
 def knn_options(cfg):
     """``knn_search`` keyword arguments of the configured CALR.CLUSTER.KNN mode, as the
-    per-epoch label step uses them (``hooks.label_params``)."""
+    per-epoch label step uses them (``engine.hooks.label_params``)."""
     c = cfg.CALR.CLUSTER
     return {"method": c.KNN, "hnsw_m": c.HNSW_M, "hnsw_ef_construction": c.HNSW_EF_CONSTRUCTION,
             "hnsw_ef_search": c.HNSW_EF_SEARCH, "ivf_nlist": c.IVF_NLIST, "ivf_nprobe": c.IVF_NPROBE}
@@ -108,8 +108,8 @@ def choose(cfg, train_set, feats, requested, style=None, layer=None):
 
     ``style`` (N, S), from the module ``layer``: what inferred cameras are grouped by.
     """
-    from .labels.auto import suggest_settings
-    from .labels.cameras import infer_cameras
+    from ..labels.auto import suggest_settings
+    from ..labels.cameras import infer_cameras
 
     seed = max(cfg.SEED, 0)
     out = {}
@@ -167,8 +167,8 @@ def resolve(cfg, train_set, build_model):
         CfgNode: a frozen copy with every auto value filled in.
     """
     from .camera_style import extract_with_style
-    from .features import extract_features
-    from .hooks import broadcast_from_main
+    from ..engine.features import extract_features
+    from ..utils.dist import broadcast_from_main
 
     requested = [k for k in AUTO_KEYS if k != "DATASETS.NUM_CAMERAS" and is_auto(_get(cfg, k))]
     if cfg.DATASETS.CAMERAS != "infer" and not requested:

@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from fastreid.modeling.backbones import BACKBONE_REGISTRY
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["build_timm_backbone", "TimmBackbone"]
 

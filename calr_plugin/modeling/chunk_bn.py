@@ -36,7 +36,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from fastreid.utils import comm
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 __all__ = ["ChunkedBatchNorm", "convert_chunked_bn", "check_chunk"]
 

@@ -17,7 +17,7 @@ import contextlib
 import numpy as np
 import torch
 
-from .errors import CalrError
+from ..errors import CalrError
 
 __all__ = ["export_onnx", "onnx_features", "max_difference"]
 

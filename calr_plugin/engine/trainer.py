@@ -21,10 +21,16 @@ from fastreid.utils.checkpoint import Checkpointer
 from fastreid.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
-from .data.build import check_test_split, has_test_split, load_dataset, no_test_split_message, train_items
-from .data.datasets import TrainSet
-from .errors import CalrError, ConfigError, DataError
+from ..data.build import check_test_split, has_test_split, load_dataset, no_test_split_message, train_items
+from ..data.datasets import TrainSet
+from ..errors import CalrError, ConfigError, DataError
+from ..modeling import build as modeling_build
+from ..utils.atomic import atomic_write_text
+from ..utils.dist import broadcast_buffers, broadcast_from_main
+from .checkpoint import check_head_matches
+from .features import engine_record
 from .hooks import ProgressBar, ResumeCheckpointer, Stage1LabelHook, Stage2LabelHook
+from .stage1 import load_local_labels, run_stage1
 
 logger = logging.getLogger("fastreid." + __name__)  # shares FastReID's console and log.txt
 
@@ -79,7 +85,7 @@ class CALRTrainer(DefaultTrainer):
         cfg (CfgNode): a config from ``load_config``.
         train_set (TrainSet | None): the images to train on (default: DATASETS.NAMES).
         stage (int): 2 = the CALR run (stage 1 runs inside ``train()``); 1 = one
-            camera's stage-1 encoder (built by ``calr_plugin.stage1``).
+            camera's stage-1 encoder (built by ``calr_plugin.engine.stage1``).
     """
 
     def __init__(self, cfg, train_set=None, stage=2):
@@ -92,7 +98,7 @@ class CALRTrainer(DefaultTrainer):
         if self.is_calr:
             self.train_set = train_set or TrainSet(train_items(cfg))
             if stage == 2:
-                from .auto_settings import resolve
+                from ..auto.settings import resolve
 
                 cfg = resolve(cfg, self.train_set, self.build_model)
             if stage == 2 and self.train_set.num_cameras < 2:
@@ -110,7 +116,7 @@ class CALRTrainer(DefaultTrainer):
             cfg = self.auto_scale_hyperparams(cfg, data_loader.dataset.num_classes)
             iters_per_epoch = max(1, len(data_loader.dataset) // cfg.SOLVER.IMS_PER_BATCH)
         if cfg.MODEL.BN_CHUNK:
-            from .chunk_bn import check_chunk
+            from ..modeling.chunk_bn import check_chunk
 
             check_chunk(cfg.MODEL.BN_CHUNK, cfg.SOLVER.IMS_PER_BATCH, comm.get_world_size(),
                         "CALR.STAGE1.IMS_PER_BATCH" if stage == 1 else "SOLVER.IMS_PER_BATCH")
@@ -219,8 +225,6 @@ class CALRTrainer(DefaultTrainer):
     def resume_or_load(self, resume=True):
         self.resume = resume  # stage 1 resumes camera by camera only when asked to
         if self.cfg.MODEL.WEIGHTS and not (resume and self.checkpointer.has_checkpoint()):
-            from .checkpoint import check_head_matches
-
             check_head_matches(self.model, self.cfg.MODEL.WEIGHTS)
         super().resume_or_load(resume=resume)
         if resume and self.start_epoch > 0:
@@ -244,11 +248,9 @@ class CALRTrainer(DefaultTrainer):
         """Stage-1 local labels: from CALR.STAGE1.LABELS, or by running (resuming) stage 1."""
         if not self.cfg.CALR.REFINE.ENABLED:
             return None
-        from .stage1 import load_local_labels, run_stage1
-
         if self.cfg.CALR.STAGE1.LABELS:
             return load_local_labels(self.cfg.CALR.STAGE1.LABELS, self.train_set)
-        return run_stage1(self.cfg, self.train_set, resume=getattr(self, "resume", False))
+        return run_stage1(self.cfg, self.train_set, type(self), resume=getattr(self, "resume", False))
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -262,14 +264,9 @@ class CALRTrainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg):
-        """FastReID's model, with chunked BatchNorm when MODEL.BN_CHUNK > 0."""
-        model = super().build_model(cfg)
-        if cfg.MODEL.BN_CHUNK:
-            from .chunk_bn import convert_chunked_bn
-
-            n = convert_chunked_bn(model, cfg.MODEL.BN_CHUNK)
-            logger.info(f"MODEL.BN_CHUNK {cfg.MODEL.BN_CHUNK}: {n} BatchNorm layers normalise "
-                        f"{cfg.MODEL.BN_CHUNK}-image chunks")
+        """FastReID's model, with chunked BatchNorm when MODEL.BN_CHUNK > 0 (``modeling.build``)."""
+        model = modeling_build.build_model(cfg)
+        logger.info(f"Model:\n{model}")  # as DefaultTrainer.build_model logs it
         return model
 
     @classmethod
@@ -279,8 +276,6 @@ class CALRTrainer(DefaultTrainer):
         Datasets without one (camera folders with no query/) are skipped with one line;
         with none left, the result is {} (``--eval-only`` turns that into an error).
         """
-        from .features import broadcast_buffers
-
         broadcast_buffers(model)  # every rank evaluates rank 0's model, as --eval-only of its checkpoint
         names = []
         for name in cfg.DATASETS.TESTS:
@@ -320,9 +315,6 @@ def save_config(cfg):
     The extraction engine is a YAML comment, so the file stays a loadable config: the engine
     changes the features by float rounding, and a number reproduces only with its engine.
     """
-    from .features import engine_record
-    from .utils.atomic import atomic_write_text
-
     text = cfg.dump()
     if cfg.MODEL.META_ARCHITECTURE == "CALR":
         text += f"# calr-reid: feature extraction engine {engine_record(cfg)}\n"
@@ -366,8 +358,6 @@ def setup_run(cfg, args):
     from fastreid.engine import default_setup
     from fastreid.utils.env import seed_all_rng
 
-    from .hooks import broadcast_from_main
-
     resume = getattr(args, "resume", False)
     training = not getattr(args, "eval_only", False)
     drawn = source = None
@@ -394,13 +384,9 @@ def setup_run(cfg, args):
     default_setup(cfg, args)  # config.yaml and the logged config show the seed in use
     log = logging.getLogger("fastreid")
     if cfg.MODEL.META_ARCHITECTURE == "CALR":
-        from .features import engine_record
-
         log.info(f"feature extraction (auto settings, label steps): {engine_record(cfg)}")
     if comm.is_main_process() and cfg.OUTPUT_DIR and training:
         import json
-
-        from .utils.atomic import atomic_write_text
 
         atomic_write_text(os.path.join(cfg.OUTPUT_DIR, SEED_FILE), json.dumps({"seed": cfg.SEED}))
         save_config(cfg)

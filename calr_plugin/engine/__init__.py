@@ -1,0 +1,6 @@
+"""Training and extraction: the trainer, its two stages, its hooks, checkpoints, features.
+
+``trainer`` (CALRTrainer, setup_run), ``stage1`` (one encoder per camera), ``hooks`` (the
+per-epoch label step, resume checkpoints), ``checkpoint`` (MODEL.WEIGHTS into a model whose
+head may differ) and ``features`` (the one extraction path: training, auto settings, tools).
+"""
