@@ -159,7 +159,10 @@ def torch_imports(start):
                  if target == "torch" or target.startswith("torch.")]
         if lines:
             found.append((chain, min(lines)))
-        for nxt in graph[chain[-1]]:
+        # Importing a.b.c runs a/__init__ and a/b/__init__ first: count the subpackages'
+        # own imports too (not calr_plugin's face, which imports everything by design).
+        parents = {".".join(n.split(".")[:i]) for n in graph[chain[-1]] for i in range(2, n.count(".") + 1)}
+        for nxt in sorted(set(graph[chain[-1]]) | parents):
             if nxt not in seen:
                 seen.add(nxt)
                 todo.append(chain + [nxt])

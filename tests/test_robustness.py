@@ -173,3 +173,22 @@ def test_stage1_with_every_silhouette_undefined_keeps_the_final_epoch(tmp_path, 
     assert "silhouette is undefined at every epoch" in caplog.text
     atomic_savez(os.path.join(hook.label_dir, "epoch_001.npz"), labels=np.full(4, 1), silhouette=np.array(0.3))
     assert hook.selected_labels().tolist() == [1] * 4
+
+
+def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):
+    """mkstemp makes 0600 files: without the chmod, weights, checkpoints and labels written
+    for a shared folder would be unreadable by other users."""
+    from calr_plugin.utils.atomic import atomic_torch_save, atomic_write_text
+
+    umask = os.umask(0o022)
+    try:
+        atomic_torch_save({"w": torch.zeros(2)}, str(tmp_path / "w.pth"))
+        atomic_write_text(str(tmp_path / "a.txt"), "x")
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(umask)
+    plain = os.stat(tmp_path / "plain.txt").st_mode & 0o777
+    assert plain == 0o644
+    for name in ("w.pth", "a.txt"):
+        assert os.stat(tmp_path / name).st_mode & 0o777 == plain, name

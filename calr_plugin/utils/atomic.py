@@ -13,7 +13,7 @@ import tempfile
 import numpy as np
 
 
-def _atomic_write(path, write_fn, mode="wb", umask_mode=False):
+def _atomic_write(path, write_fn, mode="wb"):
     directory = os.path.dirname(os.path.abspath(path)) or "."
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + ".", suffix=".tmp", dir=directory)
@@ -22,11 +22,11 @@ def _atomic_write(path, write_fn, mode="wb", umask_mode=False):
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
-        if umask_mode:
-            # mkstemp creates 0600; give the file the mode a plain open() would.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)
+        # mkstemp creates 0600; give the file the mode a plain open() would (a run's
+        # outputs and converted weights are read by other users and tools).
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -36,23 +36,22 @@ def _atomic_write(path, write_fn, mode="wb", umask_mode=False):
         raise
 
 
-def atomic_write_bytes(path, data: bytes, umask_mode=False):
-    _atomic_write(path, lambda f: f.write(data), umask_mode=umask_mode)
+def atomic_write_bytes(path, data: bytes):
+    _atomic_write(path, lambda f: f.write(data))
 
 
 def atomic_write_text(path, text: str):
     _atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def atomic_torch_save(obj, path, umask_mode=False):
+def atomic_torch_save(obj, path):
     """torch.save(obj, path), atomically. Serialises to memory first so a failure while
-    pickling never touches the disk. ``umask_mode``: the file gets the mode a plain open()
-    would give (readable by others under the usual umask) instead of mkstemp's 0600."""
+    pickling never touches the disk."""
     import torch
 
     buf = io.BytesIO()
     torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue(), umask_mode=umask_mode)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def atomic_savez(path, **arrays):

@@ -56,7 +56,8 @@ from typing import Callable, Dict, Mapping, Optional
 
 import torch
 
-from .io import WeightConversionError, save_weights, torch_load
+from ..utils.atomic import atomic_torch_save
+from .io import WeightConversionError, torch_load
 
 __all__ = [
     "DEEP_SORT_NOT_INSTALLED",
@@ -251,7 +252,7 @@ def convert_deep_sort_mobilenetv2(out_path: str, src_path: Optional[str] = None)
     model = build_fastreid_mobilenetv2()
     converted = convert_deep_sort_mobilenetv2_state_dict(src, model.state_dict())
     param_names = {name for name, _ in model.named_parameters()}
-    save_weights(converted, out_path)
+    atomic_torch_save(converted, out_path)
     return {
         "source": "deep-sort-mobilenetv2",
         "source_path": os.path.abspath(src_path),

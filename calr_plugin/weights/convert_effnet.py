@@ -20,7 +20,8 @@ import os
 
 import torch
 
-from .io import WeightConversionError, save_weights, torch_load
+from ..utils.atomic import atomic_torch_save
+from .io import WeightConversionError, torch_load
 
 __all__ = ["convert_efficientnet_lite", "locate_efficientnet_lite", "map_efficientnet_lite_state_dict",
            "TIMM_NAME"]
@@ -86,7 +87,7 @@ def convert_efficientnet_lite(variant, out_path, src_path=None):
     model = timm.create_model(name, pretrained=False)
     converted = map_efficientnet_lite_state_dict(src, model.state_dict())
     model.load_state_dict(converted, strict=True)
-    save_weights(converted, out_path)
+    atomic_torch_save(converted, out_path)
     params = {n for n, _ in model.named_parameters()}
     return {
         "source": f"efficientnet-lite{variant}",
