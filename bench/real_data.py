@@ -74,7 +74,11 @@ ROWS = {
                       "CALR, k 4, MIN_SIM 0.5"),
 }
 CAMERA_FOLDER_ROWS = ("calr", "calr_torch", "baseline", "calr_infer", "calr_infer_emb", "calr_q50", "calr_lr3x")
-SHARED = {"cuhk01": "../shared/data/cuhk01", "pku": "../shared/data/pku_reid74"}
+SHARED = {"cuhk01": "../shared/data/cuhk01", "pku": "../shared/data/pku_reid74", "viper": "../shared/data/viper",
+          "prid": "../shared/data/prid", "grid": "../shared/data/grid", "caviar": "../shared/data/caviar"}
+# Sets without recipes of their own run CUHK01's (the issue's "fixed recipe it replaces" is
+# cuhk01_mobilenetv2_tuned.yml), with DATASETS.FOLDER pointing at them.
+RECIPE_OF = {"viper": "cuhk01", "prid": "cuhk01", "grid": "cuhk01", "caviar": "cuhk01"}
 SEEDED = ("baseline", "calr", "calr_torch", "calr_infer", "calr_infer_emb", "calr_q50", "calr_lr3x", "calr_tuned", "baseline_tuned")  # run for every seed
 
 
@@ -120,9 +124,9 @@ def stage1_source(row):
     return "calr_tuned" if source is True else (source or None)
 
 
-def command(dataset, row, seed, out, recipe="mobilenetv2"):
+def command(dataset, row, seed, out, recipe="mobilenetv2", extra_opts=()):
     suffix, extra, _, _ = ROWS[row]
-    config = f"configs/CALR/{dataset}_{recipe}{suffix}.yml"
+    config = f"configs/CALR/{RECIPE_OF.get(dataset, dataset)}_{recipe}{suffix}.yml"
     if not os.path.isfile(os.path.join(ROOT, config)):
         raise SystemExit(f"real_data.py: row {row} with --recipe {recipe} needs {config}, which does not exist")
     cmd = [sys.executable, "tools/train_net.py", "--config-file", config]
@@ -142,7 +146,9 @@ def command(dataset, row, seed, out, recipe="mobilenetv2"):
                  os.path.join(os.path.dirname(out), f"{source}_s{seed}", "stage1", "local_labels.npz")]
     if row in CAMERA_FOLDER_ROWS:
         opts += ["DATASETS.FOLDER", camera_folders(dataset)]
-    return cmd + opts + ["SEED", str(seed), "OUTPUT_DIR", out]
+    elif dataset in RECIPE_OF:
+        opts += ["DATASETS.FOLDER", SHARED[dataset]]
+    return cmd + opts + list(extra_opts) + ["SEED", str(seed), "OUTPUT_DIR", out]
 
 
 def run_dir(dataset, row, seed, recipe="mobilenetv2"):
@@ -151,14 +157,14 @@ def run_dir(dataset, row, seed, recipe="mobilenetv2"):
     return os.path.join("output", "real", dataset, *sub, f"{row}_s{seed}")
 
 
-def run_row(dataset, row, seed, recipe="mobilenetv2"):
+def run_row(dataset, row, seed, recipe="mobilenetv2", extra_opts=()):
     """Run (or read) one row; returns its record: command, wall seconds, final metrics."""
     out = run_dir(dataset, row, seed, recipe)
     done = os.path.join(out, "wall.json")
     if os.path.isfile(done):
         with open(done) as f:
             return json.load(f)
-    cmd = command(dataset, row, seed, out, recipe)
+    cmd = command(dataset, row, seed, out, recipe, extra_opts)
     if row in CAMERA_FOLDER_ROWS:
         camera_folders(dataset, make=True)
     print("$ " + " ".join(cmd), flush=True)
@@ -226,12 +232,14 @@ def folder_label_quality(dataset, out):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("dataset", choices=("cuhk01", "pku"))
+    p.add_argument("dataset", choices=sorted(SHARED))
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     p.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS))
     p.add_argument("--every-seed", action="store_true", help="run every seed for every row, not only the headline")
     p.add_argument("--recipe", default="mobilenetv2",
                    help="configs/CALR/<set>_<recipe><row suffix>.yml, e.g. effnetlite2_128x64 (default mobilenetv2)")
+    p.add_argument("--opts", nargs="+", default=[],
+                   help="config overrides added to every training row, e.g. TEST.EVAL_PERIOD 1 (mAP every epoch)")
     args = p.parse_args(argv)
     for row in list(args.rows):  # rows reusing another row's stage-1 labels need that row first
         source = stage1_source(row)
@@ -240,7 +248,8 @@ def main(argv=None):
     results = {}
     for row in args.rows:
         for seed in (args.seeds if row in SEEDED or args.every_seed else [args.seeds[0]]):
-            results[(row, seed)] = run_row(args.dataset, row, seed, args.recipe)
+            results[(row, seed)] = run_row(args.dataset, row, seed, args.recipe,
+                                           [] if row == "zero_shot" else args.opts)
 
     print("\n| row | seeds | mAP | Rank-1 | Rank-5 | Rank-10 | wall (min, per run) |")
     print("|---|---|---|---|---|---|---|")

@@ -65,6 +65,11 @@ def add_calr_config(cfg):
     # The count (NUM_CAMERAS auto) always comes from the embedding's eigengap.
     _C.DATASETS.CAMERA_FEATURES = "style"
     _C.DATASETS.CAMERA_LAYER = "auto"
+    # The largest count NUM_CAMERAS auto considers (a warning says when the eigengap lands
+    # on it: raise it for a larger network), and the share of the images below which an
+    # inferred group is not a camera (black or duplicate frames): it joins the nearest one.
+    _C.DATASETS.MAX_CAMERAS = 16
+    _C.DATASETS.MIN_CAMERA_SHARE = 0.01
     # Decode every image once at load: "skip" unreadable/truncated files with a warning,
     # "strict" stop at the first one, "off" (FastReID: fail when first read in training).
     _C.DATASETS.IMAGE_CHECK = "skip"
@@ -134,6 +139,10 @@ def add_calr_config(cfg):
     # edge similarities (0.5: Infomap keeps the stronger half of the graph); MIN_SIM is
     # then ignored. 0 = the fixed MIN_SIM.
     _C.CALR.CLUSTER.MIN_SIM_QUANTILE = 0.0
+    # Collapse guard (beyond the paper): while more than this share of the images are
+    # outliers, the epoch halves MIN_SIZE (down to 2), then lowers MIN_SIM, and says so in
+    # the log (labels/pipeline.py). 1.0 = off.
+    _C.CALR.CLUSTER.MAX_OUTLIERS = 0.333
     _C.CALR.CLUSTER.MIN_SIZE = 5  # smaller clusters become outliers
     # exact | hnsw | ivf. exact is the reference and the default (deterministic). hnsw is the
     # fast mode: at MSMT17 size (N 32,621, D 2048, 2 cores) the whole label step takes 8.5 s
@@ -314,6 +323,10 @@ def validate(cfg):
     need(cfg.DATASETS.CAMERAS in one_of_cameras, "DATASETS.CAMERAS", "one of " + ", ".join(one_of_cameras))
     need(is_auto(cfg.DATASETS.NUM_CAMERAS) or cfg.DATASETS.NUM_CAMERAS >= 2, "DATASETS.NUM_CAMERAS",
          "auto or an integer >= 2 (cameras to infer)")
+    need(isinstance(cfg.DATASETS.MAX_CAMERAS, int) and cfg.DATASETS.MAX_CAMERAS >= 2, "DATASETS.MAX_CAMERAS",
+         "an integer >= 2 (the largest camera count NUM_CAMERAS auto considers)")
+    need(0 <= cfg.DATASETS.MIN_CAMERA_SHARE < 0.5, "DATASETS.MIN_CAMERA_SHARE",
+         "a share of the images in [0, 0.5) (0 = every inferred group is a camera)")
     need(cfg.DATASETS.CAMERA_FEATURES in ("style", "embedding"), "DATASETS.CAMERA_FEATURES", "style or embedding")
     need(isinstance(cfg.DATASETS.CAMERA_LAYER, str) and cfg.DATASETS.CAMERA_LAYER != "", "DATASETS.CAMERA_LAYER",
          "auto or a module name under the model, e.g. backbone.layer2")
@@ -390,6 +403,7 @@ def validate_calr(cfg):
     need(is_auto(cl.K) or cl.K >= 2, "CALR.CLUSTER.K", "an integer >= 2 (neighbours, self included) or auto")
     need(is_auto(cl.MIN_SIM) or -1 <= cl.MIN_SIM <= 1, "CALR.CLUSTER.MIN_SIM",
          "a cosine similarity in [-1, 1] or auto")
+    need(0 < cl.MAX_OUTLIERS <= 1, "CALR.CLUSTER.MAX_OUTLIERS", "a share of the images in (0, 1] (1 = no guard)")
     need(0 <= cl.MIN_SIM_QUANTILE < 1, "CALR.CLUSTER.MIN_SIM_QUANTILE",
          "a quantile in [0, 1) (0 = use the fixed MIN_SIM)")
     need(is_auto(cl.MIN_SIZE) or cl.MIN_SIZE >= 1, "CALR.CLUSTER.MIN_SIZE", "an integer >= 1 or auto")

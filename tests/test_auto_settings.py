@@ -218,7 +218,7 @@ def test_pseudo_labels_suggest_prints_the_auto_values(tmp_path):
                         "--json", str(tmp_path / "s.json")], cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "s.json").read_text())
-    assert "CALR.CLUSTER.K " in r.stdout and "# clip(ceil(C*m) + 1" in r.stdout
+    assert "CALR.CLUSTER.K " in r.stdout and "# clip(ceil(n) + 1" in r.stdout and "cameras per person" in r.stdout
     assert report["num_cameras"] == 2
     bad = subprocess.run([sys.executable, "tools/pseudo_labels.py", "--features", str(tmp_path / "f.npy"),
                           "--names", str(tmp_path / "names.txt"), "--suggest"], cwd=REPO, capture_output=True,
@@ -234,7 +234,7 @@ def test_pseudo_labels_suggest_prints_the_auto_values(tmp_path):
 
 def test_min_sim_is_read_at_the_k_in_use():
     """An explicit K (not auto) is the graph MIN_SIM's median is taken on, and the K rule is
-    ceil(C m) + 1 when K is auto."""
+    ceil(n) + 1 (n = m x 2 cameras per person here) when K is auto."""
     from calr_plugin.labels.auto import suggest_settings
     from calr_plugin.labels.knn import knn_search, l2_normalize
 

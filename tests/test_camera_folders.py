@@ -1,4 +1,5 @@
 """Unlabeled camera folders: train/<camera>/**/*.jpg, optional labeled test split, no ids read."""
+import json
 import logging
 import os
 import subprocess
@@ -123,13 +124,17 @@ def test_training_without_test_split_runs_to_the_end_and_eval_only_refuses(tmp_p
     assert os.path.isfile(out / "model_final.pth")
     assert len(os.listdir(out / "labels")) == 3  # a label file per stage-2 epoch
     assert not any("precision" in line for line in open(out / "metrics.json"))  # no ids, no label quality
+    rows = [json.loads(line) for line in open(out / "metrics.json")]
+    assert sum("signal/cross_camera_knn" in r for r in rows) == 3  # the label-free signals, every epoch
+    assert sum("signal/agreement_with_previous" in r for r in rows) == 2
     r = run_tool("tools/analyze.py", str(out), "--tsne-points", "40")
     assert r.returncode == 0, r.stderr[-3000:]
     made = set(os.listdir(out / "analysis"))
     assert {"tsne.png", "curves.png", "curves.csv", "report.md"} <= made and "ranked_lists.png" not in made
     report = (out / "analysis" / "report.md").read_text()
     assert "No labeled test split" in report and "No person ids in the training set" in report
-    assert "calr/cameras_per_cluster" in (out / "analysis" / "curves.csv").read_text()
+    curves = (out / "analysis" / "curves.csv").read_text()
+    assert "calr/cameras_per_cluster" in curves and "calr/cross_camera_share" in curves
     r = run_tool("tools/train_net.py", "--config-file", "configs/CALR/Base-CALR.yml", "--eval-only", *opts,
                  "MODEL.WEIGHTS", str(out / "model_final.pth"))
     assert r.returncode == 2

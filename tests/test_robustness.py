@@ -85,9 +85,10 @@ def test_single_camera_is_an_error_or_the_baseline_by_key(tmp_path):
 
 
 def test_every_image_an_outlier_skips_the_epoch(tmp_path, caplog):
-    # MIN_SIZE larger than the data: no cluster survives; training must not crash or loop.
+    # MIN_SIZE larger than the data, the collapse guard off: no cluster survives; training
+    # must not crash or loop.
     cfg = calr_cfg(tmp_path, "CALR.REFINE.ENABLED", "False", "CALR.CLUSTER.MIN_SIZE", "1000",
-                   "SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "1")
+                   "CALR.CLUSTER.MAX_OUTLIERS", "1.0", "SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "1")
     os.makedirs(tmp_path, exist_ok=True)
     trainer = CALRTrainer(cfg)
     before = {k: v.clone() for k, v in unwrap(trainer.model).state_dict().items()}
@@ -96,6 +97,24 @@ def test_every_image_an_outlier_skips_the_epoch(tmp_path, caplog):
     assert "every image is an outlier" in caplog.text
     after = unwrap(trainer.model).state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if "running" not in k)
+
+
+def test_the_collapse_guard_trains_the_epoch_and_says_what_it_lowered(tmp_path, caplog):
+    """The same MIN_SIZE with the guard on (the default): it halves MIN_SIZE until at most a
+    third of the images are outliers, logs each step, and the epoch trains."""
+    import json
+
+    cfg = calr_cfg(tmp_path, "CALR.REFINE.ENABLED", "False", "CALR.CLUSTER.MIN_SIZE", "1000",
+                   "SOLVER.MAX_EPOCH", "1", "TEST.EVAL_PERIOD", "1")
+    os.makedirs(tmp_path, exist_ok=True)
+    trainer = CALRTrainer(cfg)
+    with caplog.at_level(logging.WARNING):
+        trainer.train()
+    assert "collapse guard: 100% of the images are outliers (> 33%): MIN_SIZE 1000 -> 500" in caplog.text
+    assert "every image is an outlier" not in caplog.text
+    rows = [json.loads(line) for line in open(os.path.join(cfg.OUTPUT_DIR, "metrics.json"))]
+    epoch = next(r for r in rows if "calr/min_size" in r)
+    assert epoch["calr/min_size"] < 1000 and epoch["calr/outlier_fraction"] <= 0.333
 
 
 def test_nan_loss_stops_with_iteration_terms_and_checkpoint(tmp_path, monkeypatch):
@@ -192,3 +211,19 @@ def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path):
     assert plain == 0o644
     for name in ("w.pth", "a.txt"):
         assert os.stat(tmp_path / name).st_mode & 0o777 == plain, name
+
+
+def test_clusters_inside_cameras_are_warned_about_from_epoch_2(caplog):
+    """The label-free cross-camera sign (engine/hooks.py): a share of multi-camera clusters
+    below 0.25 from stage-2 epoch 2 on is a warning; the first epochs and good shares are not."""
+    from types import SimpleNamespace
+
+    from calr_plugin.engine.hooks import Stage2LabelHook
+
+    hook = Stage2LabelHook.__new__(Stage2LabelHook)
+    hook.train_set = SimpleNamespace(num_cameras=3)
+    with caplog.at_level(logging.WARNING, logger="fastreid"):
+        for epoch, share in ((1, 0.1), (2, 0.5), (3, 0.1)):
+            hook.warn_within_camera(epoch, {"calr/cross_camera_share": share, "calr/cameras_per_cluster": 1.1})
+    warned = [r.getMessage() for r in caplog.records if "span two or more cameras" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("epoch 3: only 10% of the clusters")

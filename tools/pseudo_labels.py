@@ -163,8 +163,9 @@ def suggest(args, feats: np.ndarray) -> dict:
         raise InputError(f"--k must be >= 2 (self and one neighbour), got {args.k}")
     t0 = time.perf_counter()
     s = suggest_settings(feats, cams, args.ims_per_batch, args.stage1_ims_per_batch, args.camera_centre,
-                         args.k1 or 15, args.k2 or 4, args.seed or 0, k=args.k)  # --k: MIN_SIM read at it
+                         args.seed or 0, k=args.k)  # --k: MIN_SIM read at it
     return {"values": s.values, "rules": s.rules, "images_per_person_and_camera": s.m,
+            "cameras_per_person": s.structure.cams_per_person, "warnings": s.warnings,
             "num_cameras": s.num_cameras, "kept_edge_fraction": s.kept_edge_fraction,
             "seconds": round(time.perf_counter() - t0, 3)}
 
@@ -307,8 +308,10 @@ def main(argv=None) -> int:
         return 2
     report = _clean(report)
     if args.suggest:
-        print(f"m = {report['images_per_person_and_camera']:.2f} images per person and camera, "
-              f"{report['num_cameras']} cameras")
+        print(f"m = {report['images_per_person_and_camera']:g} images per person and camera, "
+              f"{report['cameras_per_person']:g} cameras per person, {report['num_cameras']} cameras")
+        for w in report["warnings"]:
+            print(f"warning: {w}")
         for key, value in report["values"].items():
             print(f"{key} {value}    # {report['rules'][key]}")
     else:

@@ -76,6 +76,8 @@ def _inputs(cfg, train_set, requested):
             "cameras": cfg.DATASETS.CAMERAS, "num_cameras": str(cfg.DATASETS.NUM_CAMERAS),
             "camera_features": [cfg.DATASETS.CAMERA_FEATURES, cfg.DATASETS.CAMERA_LAYER]
             if cfg.DATASETS.CAMERAS == "infer" else None,  # a list: compared with the file's JSON
+            "camera_limits": [cfg.DATASETS.MAX_CAMERAS, cfg.DATASETS.MIN_CAMERA_SHARE]
+            if cfg.DATASETS.CAMERAS == "infer" else None,
             "given_cameras": train_set.cams.tolist() if cfg.DATASETS.CAMERAS == "given" else None,
             "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(),
             "stage1_ims_per_batch": cfg.CALR.STAGE1.IMS_PER_BATCH, "camera_centre": cfg.CALR.CLUSTER.CAMERA_CENTRE,
@@ -94,8 +96,10 @@ def _with_old_defaults(saved_inputs, inputs, train_set):
     tell the cameras' frames apart).
     """
     infer = saved_inputs.get("cameras") == "infer"
-    out = dict({"k": "auto", "camera_features": ["embedding", "auto"] if infer else None, "knn": inputs["knn"]},
-               **saved_inputs)
+    # Files from before the camera limits were keys count as chosen under their defaults, so
+    # that a resumed run keeps its cameras.
+    out = dict({"k": "auto", "camera_features": ["embedding", "auto"] if infer else None, "knn": inputs["knn"],
+                "camera_limits": [16, 0.01] if infer else None}, **saved_inputs)
     if out.get("images") != inputs["images"]:
         names = [os.path.basename(p) for p in train_set.paths]
         if len(set(names)) == len(names) and out.get("images") == _digest(names):
@@ -119,9 +123,11 @@ def choose(cfg, train_set, feats, requested, style=None, layer=None):
         if want is not None and want > len(train_set) // 2:
             raise DataError(f"DATASETS.NUM_CAMERAS = {want}: more cameras than {len(train_set)} training images "
                             f"can fill with 2 images each")
-        r = infer_cameras(feats, want, seed=seed, style=style, knn=knn_options(cfg))
+        r = infer_cameras(feats, want, seed=seed, style=style, knn=knn_options(cfg),
+                          max_cameras=cfg.DATASETS.MAX_CAMERAS, min_share=cfg.DATASETS.MIN_CAMERA_SHARE)
         cams = r.cams
-        out["cameras"] = {"num_cameras": r.num_cameras, "chosen_by": r.chosen_by,
+        out["cameras"] = {"num_cameras": r.num_cameras, "chosen_by": r.chosen_by, "graph_k": r.k,
+                          "at_cap": r.at_cap, "max_cameras": cfg.DATASETS.MAX_CAMERAS, "tiny_groups": r.tiny,
                           "grouped_by": r.grouped_by if style is None else f"style of {layer}",
                           "laplacian_eigenvalues": [round(float(v), 4) for v in r.eigenvalues[:9]],
                           "sizes": np.bincount(cams).tolist(), "cams": cams.tolist()}
@@ -131,11 +137,13 @@ def choose(cfg, train_set, feats, requested, style=None, layer=None):
         per_process = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
         given_k = None if is_auto(cfg.CALR.CLUSTER.K) else int(cfg.CALR.CLUSTER.K)  # MIN_SIM is read at the K in use
         s = suggest_settings(feats, cams, per_process, cfg.CALR.STAGE1.IMS_PER_BATCH,
-                             cfg.CALR.CLUSTER.CAMERA_CENTRE, cfg.CALR.STAGE1.K1, cfg.CALR.STAGE1.K2, seed, k=given_k,
-                             knn=knn_options(cfg))
+                             cfg.CALR.CLUSTER.CAMERA_CENTRE, seed, k=given_k, knn=knn_options(cfg))
         out["values"] = {k: s.values[k] for k in requested}
         out["rules"] = {k: s.rules[k] for k in requested}
         out["images_per_person_and_camera"] = s.m
+        st = s.structure
+        out["structure"] = {"cameras_per_person": st.cams_per_person, "images_per_person": st.images_per_person,
+                            "evidence": st.evidence, "warnings": st.warnings}
         out["kept_edge_fraction"] = s.kept_edge_fraction
     return out
 
@@ -146,10 +154,32 @@ def _log(result):
         agree = (f"; against the given cameras ARI {cam['ari']:.3f}, purity {cam['purity']:.3f}"
                  if "ari" in cam else "")
         count = ("given" if cam["chosen_by"] == "given" else
-                 f"eigengap of the untrained embedding's 30-NN graph, Laplacian eigenvalues "
+                 f"eigengap of the untrained embedding's {cam.get('graph_k', 30)}-NN graph, Laplacian eigenvalues "
                  f"{cam['laplacian_eigenvalues'][:5]}")
         logger.info(f"auto: {cam['num_cameras']} pseudo-cameras (count: {count}; groups: spectral clustering "
                     f"by the {cam.get('grouped_by', 'embedding')}), sizes {cam['sizes']}{agree}")
+        if cam.get("at_cap"):
+            logger.warning(f"auto: the camera count is at DATASETS.MAX_CAMERAS = {cam['max_cameras']}: there may be "
+                           f"more cameras; raise DATASETS.MAX_CAMERAS or set DATASETS.NUM_CAMERAS")
+        if cam.get("tiny_groups"):
+            logger.warning(f"auto: {len(cam['tiny_groups'])} group(s) of {cam['tiny_groups']} images are below "
+                           f"DATASETS.MIN_CAMERA_SHARE of the images (black or duplicate frames, or a camera with "
+                           f"a handful of images): not counted as cameras, merged into the nearest pseudo-camera")
+    st = result.get("structure")
+    if st:
+        ev = st["evidence"]
+        m_ev = ev["m"]
+        how = ("given" if "given" in m_ev else
+               f"largest ratio of the within-camera neighbour spacings to a Gaussian null's: {m_ev['peak_ratio']} "
+               f"at rank {m_ev['peak_rank']}, {m_ev['peak_min']} needed for a peak; m searched in "
+               f"{m_ev['searched'][0]}..{m_ev['searched'][1]}")
+        logger.info(f"auto: m = {result['images_per_person_and_camera']:g} images per person and camera ({how})")
+        cp = ev["cameras_per_person"]
+        logger.info(f"auto: {st['cameras_per_person']:g} cameras per person ({cp['rule']}; upper bound "
+                    f"{cp['upper_bound']} from people per camera {cp['people_per_camera']}); "
+                    f"{st['images_per_person']:g} images per person")
+        for w in st["warnings"]:
+            logger.warning(f"auto: {w}")
     for key, value in result.get("values", {}).items():
         logger.info(f"auto: {key} = {value}  [{result['rules'][key]}]")
 

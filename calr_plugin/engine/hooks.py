@@ -28,7 +28,8 @@ from fastreid.utils.env import seed_all_rng
 
 from ..data.sampler import PseudoLabelSampler
 from ..labels import LabelParams, cluster_metrics, intra_camera_labels, stage2_labels
-from ..labels.metrics import cameras_per_cluster
+from ..labels.metrics import cameras_per_cluster, label_agreement
+from ..labels.signals import cross_camera_neighbour_share
 from ..utils.atomic import atomic_savez
 from ..utils.dist import broadcast_from_main, unwrap
 from . import features
@@ -56,7 +57,7 @@ def label_params(cfg):
         pivot_rule=c.PIVOT.RULE, pivot_mean_dist=c.PIVOT.MEAN_DIST, pivot_neighbours=c.PIVOT.NEIGHBOURS,
         refine_enabled=c.REFINE.ENABLED, refine_mode=c.REFINE.MODE, decay=c.REFINE.DECAY,
         p_end=c.REFINE.P_END, decay_power=c.REFINE.DECAY_POWER,
-        weight_warmup_epochs=c.WEIGHTING.WARMUP_EPOCHS, seed=max(cfg.SEED, 0),
+        weight_warmup_epochs=c.WEIGHTING.WARMUP_EPOCHS, max_outliers=c.CLUSTER.MAX_OUTLIERS, seed=max(cfg.SEED, 0),
     )
 
 
@@ -193,6 +194,7 @@ class Stage2LabelHook(LabelHook):
             "calr/grl_lambda": self.grl_lambda(epoch),
             "calr/kept_edge_fraction": r.kept_edge_fraction,
             "calr/min_sim": r.min_sim,
+            "calr/min_size": r.min_size,
             "calr/num_pivots": int(r.pivots.sum()),
             "calr/label_seconds": r.timings.get("total", 0.0),
             "global_labels": r.global_labels,
@@ -201,7 +203,14 @@ class Stage2LabelHook(LabelHook):
             stats["calr/mean_weight"] = float(np.mean(r.weights))
             sizes = np.bincount(labels[labels >= 0])
             stats["calr/mean_cluster_size"] = float(sizes.mean())
-            stats["calr/cameras_per_cluster"] = float(np.mean(cameras_per_cluster(labels, self.train_set.cams)))
+            spans = cameras_per_cluster(labels, self.train_set.cams)
+            stats["calr/cameras_per_cluster"] = float(np.mean(spans))
+            # Label-free cross-camera recall: a person seen by 2 or more cameras makes a
+            # cluster that spans them once the features match across cameras.
+            stats["calr/cross_camera_share"] = float(np.mean(spans > 1))
+        for line in r.guard:
+            logger.warning(f"epoch {epoch}: collapse guard: {line}")
+        stats.update(self.signals(feats, labels, epoch))
         if self.local_labels is not None and epoch == 0:
             stats.update(self.quality("local", self.local_labels, within_camera=True))
         stats.update(self.quality("global", r.global_labels))
@@ -210,10 +219,47 @@ class Stage2LabelHook(LabelHook):
             f"epoch {epoch}: {r.num_clusters} clusters ({stats['calr/global_clusters']} global, "
             f"{stats['calr/outlier_fraction']:.1%} outliers), p={r.p:.3f}, discarded {r.discard_ratio:.1%}, "
             f"min_sim {r.min_sim:.3f} keeps {r.kept_edge_fraction:.0%} of the kNN edges, "
-            f"beta={stats['calr/beta']:g}, weights {'on' if use_weights else 'off'}"
+            + (f"{stats['calr/cross_camera_share']:.0%} of the clusters span cameras, "
+               if "calr/cross_camera_share" in stats else "")
+            + f"beta={stats['calr/beta']:g}, weights {'on' if use_weights else 'off'}"
             + (f", refined pairwise precision {stats['refined/precision']:.3f} "
                f"(global {stats['global/precision']:.3f})" if "refined/precision" in stats else ""))
+        self.warn_within_camera(epoch, stats)
         return labels, weights, stats
+
+    def signals(self, feats, labels, epoch):
+        """Label-free quality signals of this epoch (labels/signals.py), for metrics.json."""
+        out = {"signal/cross_camera_knn": cross_camera_neighbour_share(
+            feats, self.train_set.cams, seed=self.params.seed, knn=self.params.knn_options())}
+        previous = self.previous_labels(epoch)
+        if previous is not None:
+            out["signal/agreement_with_previous"] = label_agreement(labels, previous)
+        self._previous = (epoch, labels)
+        return out
+
+    def previous_labels(self, epoch):
+        """The labels of epoch - 1: kept from the last call, or read back after a resume."""
+        kept = getattr(self, "_previous", None)
+        if kept is not None and kept[0] == epoch - 1:
+            return kept[1]
+        path = os.path.join(self.label_dir, f"epoch_{epoch - 1:03d}.npz")
+        if epoch > 0 and os.path.isfile(path):
+            with np.load(path) as saved:
+                return saved["labels"]
+        return None
+
+    def warn_within_camera(self, epoch, stats):
+        """Warn when the clusters stay inside cameras (a label-free sign that cross-camera
+        association failed). On CUHK01 and PKU-Reid the share of clusters that span two
+        or more cameras is 0.19-0.33 in stage 2's first two epochs and 0.46-0.82 after;
+        below 0.25 from epoch 2 on, training is learning the cameras, not the people."""
+        share = stats.get("calr/cross_camera_share")
+        if share is None or self.train_set.num_cameras < 2 or epoch < 2 or share >= 0.25:
+            return
+        logger.warning(f"epoch {epoch}: only {share:.0%} of the clusters span two or more cameras (mean "
+                       f"{stats['calr/cameras_per_cluster']:.2f} cameras per cluster): the clusters stay inside "
+                       f"cameras, so training learns the cameras rather than the people; check the cameras "
+                       f"(DATASETS.CAMERAS) and the camera alignment (CALR.ALIGN)")
 
     def beta(self, epoch):
         a = self.cfg.CALR.ALIGN

@@ -15,7 +15,7 @@ rule (one highest-scoring pivot per cluster; see docs/PRESETS.md for the measure
 import dataclasses
 import time
 from dataclasses import dataclass, field
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -73,6 +73,10 @@ class LabelParams:
     decay_power: float = 2.0
     weight_warmup_epochs: int = 5
     infomap_trials: int = 1
+    # Collapse guard (beyond the paper): while more than this share of the images are
+    # outliers, halve min_size (down to 2), then lower min_sim to keep more edges;
+    # 1.0 = off. ``stage2_labels`` says what it did in ``Stage2Result.guard``.
+    max_outliers: float = 1.0
     seed: int = 0
 
     def __post_init__(self):
@@ -88,8 +92,16 @@ class LabelParams:
                 raise ValueError(f"{name} must be one of {allowed}, got {value!r}")
         if not 0.0 <= self.min_sim_quantile < 1.0:
             raise ValueError(f"min_sim_quantile must be in [0, 1), got {self.min_sim_quantile}")
+        if not 0.0 < self.max_outliers <= 1.0:
+            raise ValueError(f"max_outliers must be in (0, 1], got {self.max_outliers}")
         if not 0.0 <= self.p_end <= 1.0:
             raise ValueError(f"p_end must be in [0, 1], got {self.p_end}")
+
+    def knn_options(self) -> dict:
+        """``knn_search`` keyword arguments of the kNN graph these settings build."""
+        return {"method": self.knn_method, "use_gpu": self.knn_use_gpu, "hnsw_m": self.hnsw_m,
+                "hnsw_ef_construction": self.hnsw_ef_construction, "hnsw_ef_search": self.hnsw_ef_search,
+                "ivf_nlist": self.ivf_nlist, "ivf_nprobe": self.ivf_nprobe}
 
     @classmethod
     def defaults(cls, **overrides) -> "LabelParams":
@@ -125,7 +137,9 @@ class Stage2Result:
         scores: (N,) float64 Eq. 4 scores. pivots: (N,) bool pivot mask.
         p: discard probability used. discard_ratio: discarded / clustered images.
         num_discarded: int. kept_edge_fraction: kNN edges kept by min_sim.
-        min_sim: the threshold used (``params.min_sim``, or the epoch's quantile).
+        min_sim: the threshold used (``params.min_sim``, the epoch's quantile, or the
+            guard's). min_size: the MIN_SIZE used (``params.min_size`` or the guard's).
+        guard: what the collapse guard changed and why, one line per step ([] = nothing).
         timings: {step: seconds}.
     """
 
@@ -140,6 +154,8 @@ class Stage2Result:
     num_discarded: int
     kept_edge_fraction: float
     min_sim: float
+    min_size: int = 0
+    guard: List[str] = field(default_factory=list)
     timings: Dict[str, float] = field(default_factory=dict)
 
     @property
@@ -224,16 +240,12 @@ def stage2_labels(
 
     x = camera_centre(features, cams) if params.camera_centre else l2_normalize(features)
     tick("prepare")
-    sims, idx = knn_search(x, params.k, method=params.knn_method, use_gpu=params.knn_use_gpu,
-                           normalize=False, hnsw_m=params.hnsw_m, hnsw_ef_construction=params.hnsw_ef_construction,
-                           hnsw_ef_search=params.hnsw_ef_search, ivf_nlist=params.ivf_nlist,
-                           ivf_nprobe=params.ivf_nprobe, seed=params.seed)
+    sims, idx = knn_search(x, params.k, normalize=False, seed=params.seed, **params.knn_options())
     tick("knn")
     min_sim = params.min_sim
     if params.min_sim_quantile > 0:
         min_sim = edge_quantile(sims, idx, params.min_sim_quantile)
-    glob = infomap_cluster(sims, idx, min_sim, params.min_size, seed=params.seed,
-                           num_trials=params.infomap_trials)
+    glob, min_sim, min_size, guard = _guarded_infomap(sims, idx, min_sim, params)
     tick("infomap")
     scores, _ = pivot_scores(sims, idx, x, params.pivot_mean_dist, params.pivot_neighbours, min_sim)
     pivots = select_pivots(scores, glob.labels, params.pivot_rule)
@@ -264,5 +276,46 @@ def stage2_labels(
         num_discarded=int(stats["num_discarded"]),
         kept_edge_fraction=glob.kept_edge_fraction,
         min_sim=float(min_sim),
+        min_size=int(min_size),
+        guard=guard,
         timings=timings,
     )
+
+
+def _guarded_infomap(sims: np.ndarray, idx: np.ndarray, min_sim: float, params: LabelParams):
+    """Infomap clusters, with the collapse guard of ``LabelParams.max_outliers``.
+
+    Images become outliers in two ways: their cluster is smaller than min_size, or none of
+    their kNN edges reaches min_sim. The guard undoes them in that order, the smaller
+    change first: min_size halves down to 2, then min_sim falls to the quantile of the
+    edges that keeps half of the dropped ones, until the outliers are at most
+    ``max_outliers`` or fewer than 5 % of the edges are dropped. A third (the default
+    key) is where a run stops training on most of its images: on a 3-camera set with 22
+    images per person and camera, MIN_SIZE 21 left 96 % outliers and the run ended at
+    chance level with nothing in the log.
+
+    Args:
+        sims, idx: (N, k) kNN similarities and ids (``knn_search``). min_sim: the threshold.
+        params: ``LabelParams`` (min_size, max_outliers, seed, infomap_trials).
+    Returns:
+        tuple: ``GlobalClusters``, the min_sim and min_size used, and the guard's lines.
+    """
+    min_size, guard = params.min_size, []
+    while True:
+        glob = infomap_cluster(sims, idx, min_sim, min_size, seed=params.seed, num_trials=params.infomap_trials)
+        share = float(np.mean(glob.labels < 0))
+        if share <= params.max_outliers:
+            return glob, min_sim, min_size, guard
+        dropped = 1.0 - glob.kept_edge_fraction
+        if min_size > 2:
+            step = f"MIN_SIZE {min_size} -> {max(2, min_size // 2)}"
+            min_size = max(2, min_size // 2)
+        elif dropped >= 0.05:
+            new = edge_quantile(sims, idx, dropped / 2)
+            step = f"MIN_SIM {min_sim:.4f} -> {new:.4f} (keeps {1 - dropped / 2:.0%} of the kNN edges)"
+            min_sim = new
+        else:
+            guard.append(f"{share:.0%} of the images are outliers (> {params.max_outliers:.0%}) with MIN_SIZE "
+                         f"{min_size} and {glob.kept_edge_fraction:.0%} of the kNN edges kept: nothing left to lower")
+            return glob, min_sim, min_size, guard
+        guard.append(f"{share:.0%} of the images are outliers (> {params.max_outliers:.0%}): {step}")

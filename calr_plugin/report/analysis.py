@@ -15,7 +15,8 @@ import numpy as np
 
 QUALITY_KEYS = ("precision", "recall", "fscore", "nmi", "ari")
 CURVE_KEYS = ("calr/discard_ratio", "calr/outlier_fraction", "calr/num_clusters", "calr/p", "calr/mean_cluster_size",
-              "calr/cameras_per_cluster", "refined/precision", "global/precision", "mAP", "Rank-1")
+              "calr/cameras_per_cluster", "calr/cross_camera_share", "refined/precision", "global/precision", "mAP",
+              "Rank-1")
 
 
 def read_metrics(output_dir):
@@ -83,7 +84,8 @@ def _plt():
 
 def plot_curves(series, path):
     plt = _plt()
-    panels = [("Discard ratio, outliers and p", ("calr/discard_ratio", "calr/outlier_fraction", "calr/p")),
+    panels = [("Discard ratio, outliers, p, cross-camera clusters",
+               ("calr/discard_ratio", "calr/outlier_fraction", "calr/p", "calr/cross_camera_share")),
               ("Clusters", ("calr/num_clusters",)),
               ("Cluster size, cameras per cluster", ("calr/mean_cluster_size", "calr/cameras_per_cluster")),
               ("Pairwise precision (needs ids)", ("global/precision", "refined/precision")),
