@@ -55,9 +55,9 @@ def _camera_sizes(cams) -> np.ndarray:
     return np.unique(np.asarray(cams), return_counts=True)[1]
 
 
-def _gaussian_like(x: np.ndarray, rng: np.random.Generator, draws: int = 1) -> list:
-    """``draws`` (n, D) arrays of Gaussian rows with the mean and covariance of x's rows
-    (no cluster in them)."""
+def _gaussian_like(x: np.ndarray, rng: np.random.Generator, draws: int = 1):
+    """Yields ``draws`` (n, D) arrays of Gaussian rows with the mean and covariance of x's
+    rows (no cluster in them), one at a time."""
     mean = x.mean(axis=0)
     xc = x - mean
     n, d = xc.shape
@@ -67,7 +67,8 @@ def _gaussian_like(x: np.ndarray, rng: np.random.Generator, draws: int = 1) -> l
     else:
         w, v = np.linalg.eigh(xc.T @ xc / n)
         root = np.sqrt(np.maximum(w, 0.0))[:, None] * v.T
-    return [(rng.standard_normal((n, len(root))) @ root + mean).astype(np.float32) for _ in range(draws)]
+    for _ in range(draws):
+        yield (rng.standard_normal((n, len(root))) @ root + mean).astype(np.float32)
 
 
 def _spacing_sums(x: np.ndarray, rows: np.ndarray, j: int) -> np.ndarray:
