@@ -33,7 +33,7 @@ evidence; nothing reads a person id:
 * images per person = m x cameras per person.
 """
 from dataclasses import dataclass, field
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 import numpy as np
 
@@ -165,7 +165,7 @@ def estimate_images_per_cell(features: np.ndarray, cams: np.ndarray, seed: int =
     return m, evidence, warnings
 
 
-def cameras_per_person(cams: np.ndarray, m: float) -> (float, Dict):
+def cameras_per_person(cams: np.ndarray, m: float) -> Tuple[float, Dict]:
     """The start-up cameras per person: min(2, U), U the upper bound of the module docstring.
 
     Args:
