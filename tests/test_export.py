@@ -62,7 +62,7 @@ def test_export_fails_above_the_tolerance(tmp_path, monkeypatch, capsys, diff, f
     # tool must exit 1 and name the difference above --tolerance 1e-3, and pass below it.
     import calr_plugin.deploy.export
 
-    monkeypatch.setattr(calr_plugin.deploy.export, "max_difference", lambda model, path, images: (diff, 1.0))
+    monkeypatch.setattr(calr_plugin.deploy.export, "max_difference", lambda model, path, images, **kw: (diff, 1.0))
     rc = _tool_main()(["--config-file", config_path("CALR/Base-CALR.yml"), "--out", str(tmp_path / "m.onnx"),
                        "--check-images", "2", "--tolerance", "1e-3"] + CPU_CALR + TINY_OPTS
                       + ["OUTPUT_DIR", str(tmp_path)])

@@ -6,7 +6,15 @@
 
 The graph (calr_plugin/deploy/export.py): input ``images`` (B, 3, H, W) float32 RGB 0-255 at
 INPUT.SIZE_TEST, B dynamic, normalised inside; output ``features`` (B, D) float32, to be
-L2-normalised for cosine matching as FastReID's evaluator does. After writing the file it
+L2-normalised for cosine matching as FastReID's evaluator does.
+
+``--profile tracker`` writes what trackers feed instead (BoxMOT's ONNX backend, CALRReID):
+input ``images`` RGB divided by 255 and ImageNet-normalised, dynamic axis ``batch``, output
+``output`` (B, D) L2-normalised, plus the sidecar ``<out>.metadata.json`` BoxMOT reads (image
+size, preprocessing). Name the file with BoxMOT's token for the backbone (the tool prints it,
+e.g. calr_mobilenetv2_x1_0.onnx): BoxMOT before 25 picks the architecture from the file name.
+
+After writing the file it
 runs ONNX Runtime on --check-images images of the config's test split (its training images
 when there is none), prints the largest difference against PyTorch, and exits 1 above
 --tolerance. ONNX Runtime: ``pip install -e .[deploy]`` (``make install`` does).
@@ -85,25 +93,43 @@ def main(argv=None):
     p.add_argument("--check-images", type=int, default=8, help="real images to compare on (0: skip)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed |PyTorch - ONNX| feature value")
     p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--profile", default="fastreid", choices=("fastreid", "tracker"),
+                   help="fastreid: 0-255 in, features out; tracker: ImageNet-normalised in, unit output out, "
+                        "plus the BoxMOT sidecar")
     p.add_argument("opts", nargs=argparse.REMAINDER,
                    help="KEY VALUE config overrides (e.g. MODEL.WEIGHTS w), before, between or after the flags")
     args = parse_args(p, argv)  # flags before or after the KEY VALUE overrides
     try:
         from calr_plugin.engine.checkpoint import load_inference_model
-        from calr_plugin.deploy.export import export_onnx, max_difference
+        from calr_plugin.deploy.export import (
+            TRACKER_MEAN, TRACKER_STD, boxmot_token, export_onnx, max_difference, write_tracker_metadata)
 
         cfg, model = load_inference_model(args.config_file, args.opts)
         if not cfg.MODEL.WEIGHTS:
             print("warning: no MODEL.WEIGHTS: exporting the untrained (pretrained-backbone) model", file=sys.stderr)
         h, w = cfg.INPUT.SIZE_TEST
+        dim = cfg.MODEL.HEADS.EMBEDDING_DIM or cfg.MODEL.BACKBONE.FEAT_DIM
         os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        export_onnx(model, args.out, h, w, args.opset)
-        print(f"wrote {args.out}: input images (B, 3, {h}, {w}) float32 RGB 0-255 (normalised inside with mean "
-              f"{[round(v, 3) for v in cfg.MODEL.PIXEL_MEAN]}, std {[round(v, 3) for v in cfg.MODEL.PIXEL_STD]}); output features (B, "
-              f"{cfg.MODEL.HEADS.EMBEDDING_DIM or cfg.MODEL.BACKBONE.FEAT_DIM}) float32, L2-normalise for cosine")
+        export_onnx(model, args.out, h, w, args.opset, profile=args.profile)
+        if args.profile == "fastreid":
+            print(f"wrote {args.out}: input images (B, 3, {h}, {w}) float32 RGB 0-255 (normalised inside with mean "
+                  f"{[round(v, 3) for v in cfg.MODEL.PIXEL_MEAN]}, std {[round(v, 3) for v in cfg.MODEL.PIXEL_STD]}); "
+                  f"output features (B, {dim}) float32, L2-normalise for cosine")
+        else:
+            sidecar = write_tracker_metadata(args.out, cfg, dim)
+            print(f"wrote {args.out}: input images (batch, 3, {h}, {w}) float32 RGB /255, mean {list(TRACKER_MEAN)}, "
+                  f"std {list(TRACKER_STD)}; output output (batch, {dim}) float32 L2-normalised; sidecar {sidecar}")
+            token = boxmot_token(cfg)
+            if token is None:
+                print(f"note: BoxMOT has no name for backbone {cfg.MODEL.BACKBONE.NAME} {cfg.MODEL.BACKBONE.DEPTH}; "
+                      f"the sidecar says resnet50 (BoxMOT 25 only takes its default crop size from it, and the "
+                      f"graph's fixed {h}x{w} wins)", file=sys.stderr)
+            elif token not in os.path.basename(args.out).lower():
+                print(f"note: BoxMOT before 25 picks the architecture from the file name: name it e.g. "
+                      f"calr_{token}.onnx", file=sys.stderr)
         if args.check_images > 0:
             images = check_images(cfg, args.check_images)
-            diff, scale = max_difference(model, args.out, images)
+            diff, scale = max_difference(model, args.out, images, profile=args.profile)
             print(f"ONNX Runtime vs PyTorch on {len(images)} real images: max |difference| {diff:.3g} "
                   f"(features up to {scale:.3g}; tolerance {args.tolerance:g})")
             if diff > args.tolerance:

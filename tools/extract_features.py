@@ -29,12 +29,11 @@ def main(argv=None):
                    help="KEY VALUE config overrides (e.g. MODEL.WEIGHTS w), before, between or after the flags")
     args = parse_args(p, argv)  # flags before or after the KEY VALUE overrides
     try:
-        import numpy as np
         from fastreid.utils.checkpoint import Checkpointer
 
         from calr_plugin.engine.features import extract_features
         from calr_plugin.data.build import load_dataset
-        from calr_plugin.utils.atomic import atomic_write_bytes, atomic_write_text
+        from calr_plugin.utils.atomic import atomic_save_npy, atomic_write_text
 
         cfg = load_config(args.config_file, args.opts, freeze=False)
         cfg.CALR.ALIGN.NUM_CAMERAS = 0  # no camera classifier: inference only
@@ -54,11 +53,7 @@ def main(argv=None):
         cams = [str(it[2]).split("_", 1)[-1] if args.split == "train" else str(it[2]) for it in items]
         feats = extract_features(model, paths, cfg)
         os.makedirs(args.out, exist_ok=True)
-        import io
-
-        buf = io.BytesIO()
-        np.save(buf, feats)
-        atomic_write_bytes(os.path.join(args.out, "features.npy"), buf.getvalue())
+        atomic_save_npy(os.path.join(args.out, "features.npy"), feats)
         atomic_write_text(os.path.join(args.out, "names.txt"), "".join(os.path.basename(q) + "\n" for q in paths))
         atomic_write_text(os.path.join(args.out, "cams.txt"), "".join(c + "\n" for c in cams))
         print(f"wrote {feats.shape[0]} x {feats.shape[1]} features and names to {args.out}")

@@ -17,6 +17,10 @@ else c<N> of a Market name, else its folder's name); --same-camera keeps its own
 same person when both names carry an id) and OUT/matches.png (query left, matches right;
 green / red when ids are known). --evaluate ranks the folder's query/ against its gallery
 and prints FastReID's mAP and Rank-k (Market protocol), as --eval-only does.
+
+--threshold (a cosine distance, or the calibration.json of tools/calibrate.py: its open-set
+distance at the smallest rate, e.g. 1 % of strangers matched) keeps only matches within it; a query with none is reported as "no match"
+(its person is most likely not in the gallery) and listed in OUT/no_match.txt.
 """
 import argparse
 import csv
@@ -96,6 +100,8 @@ def main(argv=None):
     p.add_argument("--index", help="index folder (default OUT/index)")
     p.add_argument("--onnx", help="use an exported ONNX file instead of the PyTorch checkpoint")
     p.add_argument("--topk", type=int, default=10)
+    p.add_argument("--threshold", help="a cosine distance or a calibration.json: matches beyond it are dropped, "
+                                       "a query with none gets 'no match'")
     p.add_argument("--same-camera", action="store_true",
                    help="also match gallery images from the query's own camera (left out by default)")
     p.add_argument("opts", nargs=argparse.REMAINDER,
@@ -110,6 +116,11 @@ def main(argv=None):
             raise CalrError("nothing to search for: give --query IMAGE [...] or --evaluate")
         if args.topk < 1:
             raise CalrError(f"--topk {args.topk}: expected an integer >= 1")
+        import numpy as np
+
+        from calr_plugin.deploy.calibrate import load_threshold
+
+        threshold = load_threshold(args.threshold, kind="open_set") if args.threshold else None
         from calr_plugin.engine.features import describe_unreadable
         from calr_plugin.deploy.search import unmatched_message, valid_queries
 
@@ -159,6 +170,16 @@ def main(argv=None):
                     raise CalrError(message)
                 if message:
                     print(f"warning: {message}", file=sys.stderr)
+                no_match = []
+                if threshold is not None:
+                    nearest = dists[:, 0].copy()
+                    idx[dists > threshold] = -1
+                    for q, row, d in zip(queries, idx, nearest):
+                        if row[0] < 0 and np.isfinite(d):
+                            no_match.append(q[0])
+                            print(f"{q[0]}: no match (nearest distance {d:.4f} > threshold {threshold:.4f})")
+                    with open(os.path.join(args.out, "no_match.txt"), "w") as f:
+                        f.writelines(p_ + "\n" for p_ in no_match)
                 rows = []
                 for q, ds, js in zip(queries, dists, idx):
                     for rank, (d, j) in enumerate(zip(ds, js), 1):
@@ -169,14 +190,15 @@ def main(argv=None):
                         rows.append({"query": q[0], "rank": rank, "image": g[0], "camera": g[2],
                                      "distance": round(float(d), 6), "same_person": same})
                 with open(os.path.join(args.out, "matches.csv"), "w", newline="") as f:
-                    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+                    w = csv.DictWriter(f, fieldnames=["query", "rank", "image", "camera", "distance", "same_person"])
                     w.writeheader()
                     w.writerows(rows)
                 with open(os.path.join(args.out, "matches.json"), "w") as f:
                     json.dump(rows, f, indent=1)
                 plot(queries, gallery, dists, idx, os.path.join(args.out, "matches.png"))
                 print(f"wrote {args.out}/matches.csv, matches.json, matches.png ({len(queries)} queries, "
-                      f"top {args.topk})")
+                      f"top {args.topk}" + (f", {len(no_match)} without a match within {threshold:.4f})"
+                                            if threshold is not None else ")"))
     except CalrError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -55,16 +55,25 @@ def load_inference_model(config_file, opts=()):
     """
     from fastreid.utils.checkpoint import Checkpointer
 
-    from ..config import load_config
+    from ..config import load_config, validate
     from ..modeling.build import build_model
 
-    cfg = load_config(config_file, list(opts) + ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False"], freeze=False)
+    cfg = load_config(config_file, list(opts) + ["MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False"], freeze=False,
+                      check=False)
     cfg.CALR.ALIGN.NUM_CAMERAS = 0
     if cfg.MODEL.WEIGHTS:
+        # before validation: a run's config.yaml may name an ImageNet file this machine lacks
         cfg.MODEL.BACKBONE.PRETRAIN = False
+    validate(cfg)
     cfg.freeze()
     model = build_model(cfg).eval()
     if cfg.MODEL.WEIGHTS:
         check_head_matches(model, cfg.MODEL.WEIGHTS)
-        Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+        try:
+            Checkpointer(model).load(cfg.MODEL.WEIGHTS)
+        except KeyError as e:
+            if e.args != ("model",):
+                raise
+            raise ConfigError(f"MODEL.WEIGHTS {cfg.MODEL.WEIGHTS}: not a training checkpoint (no 'model' entry); "
+                              f"a backbone's ImageNet weights go in MODEL.BACKBONE.PRETRAIN_PATH") from None
     return cfg, model

@@ -54,6 +54,13 @@ def atomic_torch_save(obj, path):
     atomic_write_bytes(path, buf.getvalue())
 
 
+def atomic_save_npy(path, array):
+    """np.save(path, array), atomically (path should end in .npy)."""
+    buf = io.BytesIO()
+    np.save(buf, array)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_savez(path, **arrays):
     """np.savez(path, **arrays), atomically (path should end in .npz)."""
     buf = io.BytesIO()

@@ -1,0 +1,110 @@
+#!/usr/bin/env python
+"""Calibrate a trained model's match threshold on labeled images, for trackers and search.
+
+    python tools/calibrate.py --weights output/demo_synthetic/model_final.pth --out output/demo_synthetic/calibration
+    python tools/calibrate.py --weights calr_mobilenetv2_x1_0.onnx --data /data/my_labeled_set --out calib/
+
+Features come from ``CALRReID`` (calr_plugin/deploy/tracker.py), the embedder trackers use:
+a ``.pth`` checkpoint with its config (--config-file, or the run's config.yaml next to it) or
+an exported ``.onnx`` file. The labeled images: --data, a Market-layout folder (its query/ and
+bounding_box_test/, or --split train for bounding_box_train/); without --data, the config's
+test split (DATASETS.TESTS, its query + gallery). Writes OUT/calibration.json (the cosine
+distance at each --rates false-match rate over pairs, the share of same-person pairs it
+accepts, the equal-error distance; under "open_set" the distance at which that share of
+strangers would match someone in a gallery of this size, and the share of people found; and
+where the numbers come from) and OUT/calibration.png (the two distributions). Give a tracker
+the pair distance at 1 % (deep-sort-realtime ``max_cosine_distance``, BoxMOT BoT-SORT
+``appearance_thresh``), and search ``tools/search.py --threshold OUT/calibration.json`` (it
+reads the open-set distance at the smallest rate).
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import calr_plugin  # noqa: E402,F401
+from calr_plugin import CalrError  # noqa: E402
+from calr_plugin.utils.cli import parse_args  # noqa: E402
+
+
+def labeled_items(args):
+    """(path, person id, camera) of the labeled images to calibrate on."""
+    from calr_plugin.deploy.search import gallery_items
+
+    if args.data:
+        splits = ("bounding_box_train",) if args.split == "train" else ("query", "bounding_box_test")
+        items = []
+        for split in splits:
+            if os.path.isdir(os.path.join(args.data, split)):
+                items += gallery_items(args.data, split=split)
+        items = [it for it in items if it[1] is not None]
+        if not items:
+            raise CalrError(f"--data {args.data}: no images with person ids in {' or '.join(splits)}/ "
+                            f"(Market names: 0001_c1s1_000101_00.jpg)")
+        return items
+    from calr_plugin import load_config
+    from calr_plugin.data.build import load_dataset
+    from calr_plugin.deploy.tracker import config_next_to
+
+    if args.weights.endswith(".onnx") and not args.config_file:
+        raise CalrError("an .onnx file has no config: give --data (or --config-file for its test split)")
+    cfg = load_config(args.config_file or config_next_to(args.weights), args.opts, check=False)
+    items = []
+    for name in (cfg.DATASETS.TESTS if args.split == "test" else cfg.DATASETS.NAMES):
+        data = load_dataset(cfg, name)
+        parts = (data.query + data.gallery) if args.split == "test" else data.train
+        items += [(p, pid, str(cam)) for p, pid, cam, *_ in parts]
+    return items
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, help="model_final.pth or an exported .onnx")
+    p.add_argument("--config-file", help="the model's config (default: config.yaml next to --weights)")
+    p.add_argument("--data", help="a Market-layout folder with person ids (default: the config's test split)")
+    p.add_argument("--split", default="test", choices=("test", "train"))
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--pairs", default="all", choices=("all", "cross-camera", "same-camera"))
+    p.add_argument("--rates", type=float, nargs="+", default=[0.01, 0.05], help="false-match rates")
+    p.add_argument("--max-images", type=int, default=4000, help="a seeded sample above this many")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parse_args(p, argv)
+    try:
+        import numpy as np
+
+        from calr_plugin.deploy.calibrate import calibrate, nearest_distances, pair_distances, write_calibration
+        from calr_plugin.deploy.tracker import CALRReID
+
+        items = labeled_items(args)
+        if len(items) > args.max_images:
+            keep = np.sort(np.random.default_rng(args.seed).choice(len(items), args.max_images, replace=False))
+            items = [items[i] for i in keep]
+        reid = CALRReID(args.weights, config_file=args.config_file, opts=args.opts)
+        feats = reid([it[0] for it in items])
+        same, diff = pair_distances(feats, [it[1] for it in items], [it[2] for it in items], args.pairs,
+                                    seed=args.seed)
+        nearest = nearest_distances(feats, [it[1] for it in items], [it[2] for it in items], args.pairs)
+        result = calibrate(same, diff, tuple(args.rates), nearest)
+        meta = {"weights": os.path.abspath(args.weights), "engine": reid.engine, "input_size": list(reid.size),
+                "data": os.path.abspath(args.data) if args.data else f"config test split ({args.split})",
+                "images": len(items), "people": len({it[1] for it in items}), "pair_kind": args.pairs,
+                "distance": "cosine, 1 - cos of L2-normalised features (CALRReID: cv2 bilinear resize, as trackers)"}
+        path, png = write_calibration(args.out, result, same, diff, meta)
+        for rate, t in result["thresholds"].items():
+            print(f"{float(rate):.0%} false matches: distance {t:.4f} (accepts {result['true_match_rate'][rate]:.1%} "
+                  f"of same-person pairs)")
+        for rate, t in result["open_set"]["thresholds"].items():
+            print(f"no match for {float(rate):.0%} of strangers (a gallery of {len(items)} images): distance {t:.4f} "
+                  f"(finds {result['open_set']['detection_rate'][rate]:.1%} of the people who are there)")
+        print(f"equal error {result['equal_error']['rate']:.1%} at {result['equal_error']['distance']:.4f}; "
+              f"{len(items)} images, {len(same)} same / {len(diff)} different pairs; wrote {path} and {png}")
+    except CalrError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
