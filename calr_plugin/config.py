@@ -70,6 +70,10 @@ def add_calr_config(cfg):
     # inferred group is not a camera (black or duplicate frames): it joins the nearest one.
     _C.DATASETS.MAX_CAMERAS = 16
     _C.DATASETS.MIN_CAMERA_SHARE = 0.01
+    # "folder": in camera folders, the images of one sub-folder of a camera folder
+    # (train/<camera>/<tracklet>/, what tools/video_to_crops.py writes) are one person's
+    # tracklet: stage 1 never splits it across local clusters (a must-link). "": off.
+    _C.DATASETS.TRACKLETS = ""
     # Decode every image once at load: "skip" unreadable/truncated files with a warning,
     # "strict" stop at the first one, "off" (FastReID: fail when first read in training).
     _C.DATASETS.IMAGE_CHECK = "skip"
@@ -325,6 +329,7 @@ def validate(cfg):
          "auto or an integer >= 2 (cameras to infer)")
     need(isinstance(cfg.DATASETS.MAX_CAMERAS, int) and cfg.DATASETS.MAX_CAMERAS >= 2, "DATASETS.MAX_CAMERAS",
          "an integer >= 2 (the largest camera count NUM_CAMERAS auto considers)")
+    need(cfg.DATASETS.TRACKLETS in ("", "folder"), "DATASETS.TRACKLETS", "'' (off) or 'folder'")
     need(0 <= cfg.DATASETS.MIN_CAMERA_SHARE < 0.5, "DATASETS.MIN_CAMERA_SHARE",
          "a share of the images in [0, 0.5) (0 = every inferred group is a camera)")
     need(cfg.DATASETS.CAMERA_FEATURES in ("style", "embedding"), "DATASETS.CAMERA_FEATURES", "style or embedding")

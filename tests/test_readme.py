@@ -13,9 +13,11 @@ checkout: ``tools/``, ``configs/``, ``calr_plugin/`` and ``bench/`` linked from 
 * ``output/weights/mobilenetv2_imagenet.pth`` -> the offline ImageNet MobileNetV2;
 * ``logs/cuhk01/model_final.pth`` and ``output/demo_synthetic`` -> one tiny CALR model trained
   once per session with configs/CALR/cuhk01_mobilenetv2.yml;
-* ``crops/person1.jpg``, ``crops/person2.jpg`` -> two query images of the tiny set.
+* ``crops/person1.jpg``, ``crops/person2.jpg`` -> two query images of the tiny set;
+* ``/data/my_videos`` (the user's camera videos and detections) -> generated video of 2 cameras
+  (``videos/c1.mp4``, ``dets/c1.txt``, ...; calr_plugin/data/synthetic_video.py).
 
-Only ``/data/my_cameras`` is substituted in the text; training commands (tools/train_net.py)
+Only ``/data/my_cameras`` and ``/data/my_videos`` are substituted in the text; training commands (tools/train_net.py)
 get a tiny schedule appended (TINY_SCHEDULE). ``...`` abbreviates the block's first command
 of the same tool: right after the script it stands for that command's ``--config-file`` and
 KEY VALUE overrides (the model), anywhere later for its other flags that this command does
@@ -156,7 +158,8 @@ def prepare(commands, data):
 
     Args:
         commands (list[str]): as written in the README.
-        data (str): the tiny camera-folder set standing in for /data/my_cameras.
+        data (str): the tiny camera-folder set standing in for /data/my_cameras (its folder
+            stands in for /data: /data/my_videos is its sibling).
     Returns:
         list[str]: shell command lines.
     """
@@ -167,8 +170,8 @@ def prepare(commands, data):
         if script:
             words = expand_ellipsis(words, first.get(script))
             first.setdefault(script, words)
-        words = [data + w[len("/data/my_cameras"):] if w == "/data/my_cameras" or w.startswith("/data/my_cameras/")
-                 else w for w in words]
+        root = os.path.dirname(data)  # the sandbox's /data
+        words = [root + w[len("/data"):] if w.startswith(("/data/my_cameras", "/data/my_videos")) else w for w in words]
         if script == "tools/train_net.py":
             words = words + TINY_SCHEDULE
         out.append(shlex.join(words))
@@ -202,6 +205,10 @@ def sandbox(tmp_path_factory, mobilenet_weights):
                                 str(root / "market"))
     data = str(root / "data" / "my_cameras")
     make_camera_folders(market, data, nested=True)
+    from calr_plugin.data.synthetic_video import camera_network, write_network
+
+    write_network(camera_network(2, 6, cameras_per_person=(2, 2), seed=0, num_frames=60, width=320, height=180,
+                                 speed=(0.01, 0.02)), str(root / "data" / "my_videos"))
     os.makedirs(root / "shared" / "data")
     os.symlink(data, root / "shared" / "data" / "cuhk01")  # the recipes' DATASETS.FOLDER ../shared/data/cuhk01
     work = root / "work"

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from calr_plugin.data.synthetic_video import VideoSpec, background, frames, read_mot, write_sequence
+from calr_plugin.data.synthetic_video import VideoSpec, background, frames, write_sequence
+from calr_plugin.data.video_io import read_mot
 
 SMALL = dict(num_people=6, num_frames=40, width=320, height=180, speed=(0.02, 0.03))
 
@@ -44,6 +45,6 @@ def test_write_sequence_writes_motchallenge_files(tmp_path):
     assert sorted(p.name for p in (tmp_path / "seq" / "img1").iterdir()) == [f"{t:06d}.jpg" for t in range(1, 9)]
     gt, det = read_mot(str(tmp_path / "seq" / "gt" / "gt.txt")), read_mot(str(tmp_path / "seq" / "det" / "det.txt"))
     want = np.concatenate([np.c_[np.full(len(g), t), g] for t, _, g, _ in frames(spec)])
-    assert gt.shape == (len(want), 9)
+    assert gt.shape == (len(want), 10)
     np.testing.assert_allclose(gt[:, :6], want[:, :6], atol=0.06)
     assert det.shape[1] == 10 and (det[:, 1] == -1).all() and set(det[:, 0]) <= set(range(1, 9))

@@ -22,27 +22,6 @@ from calr_plugin import CalrError  # noqa: E402
 from calr_plugin.utils.cli import parse_args  # noqa: E402
 
 
-def read_dets(path):
-    """MOT detection rows (n, >=7) float64 of ``path``; a bad line is an error naming it."""
-    import numpy as np
-
-    rows = []
-    with open(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                values = [float(v) for v in line.replace(" ", "").split(",")]
-            except ValueError:
-                values = []
-            if len(values) < 7 or values[0] < 1 or values[4] <= 0 or values[5] <= 0:
-                raise CalrError(f"{path}:{number}: expected 'frame,id,x,y,w,h,score,...' with frame >= 1 and "
-                                f"w, h > 0, got {line.strip()!r}")
-            rows.append(values[:10])
-    width = max((len(r) for r in rows), default=10)
-    return np.array([r + [-1.0] * (width - len(r)) for r in rows], np.float64).reshape(-1, width)
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", required=True, help="model_final.pth or an exported .onnx")
@@ -56,14 +35,13 @@ def main(argv=None):
         import cv2
         import numpy as np
 
+        from calr_plugin.data.video_io import read_mot
         from calr_plugin.deploy.tracker import CALRReID
         from calr_plugin.deploy.tracking import feature_dump, xywh_to_xyxy
         from calr_plugin.utils.atomic import atomic_save_npy
 
         dets_path = args.dets or os.path.join(args.sequence, "det", "det.txt")
-        if not os.path.isfile(dets_path):
-            raise CalrError(f"{dets_path}: detection file not found")
-        dets = read_dets(dets_path)
+        dets = read_mot(dets_path)
         reid = CALRReID(args.weights, config_file=args.config_file, opts=args.opts)
         feats = np.zeros((len(dets), reid.embedding_dim), np.float32)
         for t in np.unique(dets[:, 0]).astype(int):

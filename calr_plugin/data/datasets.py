@@ -277,9 +277,12 @@ class TrainSet:
             only; training never reads them. None without ids (camera folders).
         given_cams (ndarray | None): (N,) the folders' or names' cameras when ``cams``
             holds inferred pseudo-cameras (``DATASETS.CAMERAS infer``), for reporting.
+        groups (ndarray | None): (N,) int64 tracklet of each image (``tracklet_groups``;
+            -1: in none), with ``DATASETS.TRACKLETS folder``; None otherwise.
     """
 
     given_cams = None
+    groups = None
 
     def __init__(self, items, keep_gt=True):
         items = sorted(items, key=lambda it: it[0])
@@ -314,4 +317,35 @@ class TrainSet:
         out.cam_names = self.cam_names
         out.gt = None if self.gt is None else self.gt[idx]
         out.given_cams = None if self.given_cams is None else self.given_cams[idx]
+        out.groups = None if self.groups is None else self.groups[idx]
         return out
+
+
+def tracklet_groups(keys):
+    """(N,) int64 tracklet of each image from its key: the images of one folder below a camera
+    folder (key ``<camera>/<tracklet>/.../<file>``) share one id; images directly in a camera
+    folder (``<camera>/<file>``) get -1 (no tracklet).
+
+    Args:
+        keys (list[str]): ``TrainSet.keys`` (paths relative to the folder of all cameras).
+    """
+    ids, out = {}, np.full(len(keys), -1, dtype=np.int64)
+    for i, key in enumerate(keys):
+        folder = key.rsplit("/", 1)[0] if key.count("/") >= 2 else None
+        if folder is not None:
+            out[i] = ids.setdefault(folder, len(ids))
+    return out
+
+
+def tracklets_of(train_set):
+    """``tracklet_groups`` of a TrainSet, logged; DATASETS.TRACKLETS folder with no tracklet folder
+    is a DataError (the layout is wrong, and the must-links would silently do nothing)."""
+    groups = tracklet_groups(train_set.keys)
+    inside = int((groups >= 0).sum())
+    if not inside:
+        raise DataError("DATASETS.TRACKLETS folder: no training image is in a tracklet folder; expected "
+                        "train/<camera>/<tracklet>/<image> (tools/video_to_crops.py writes that layout)")
+    logging.getLogger("fastreid." + __name__).info(
+        f"tracklets: {int(groups.max()) + 1} tracklet folders hold {inside} of {len(groups)} training images; "
+        f"stage 1 keeps each in one local cluster")
+    return groups

@@ -40,7 +40,7 @@ from PIL import Image
 
 from . import synthetic as syn
 
-__all__ = ["VideoSpec", "background", "frames", "write_sequence", "read_mot"]
+__all__ = ["VideoSpec", "background", "frames", "write_sequence", "camera_network", "write_network"]
 
 
 @dataclass(frozen=True)
@@ -62,9 +62,14 @@ class VideoSpec:
     min_visibility: float = 0.5
     turn_rate: float = 0.02
     stop_rate: float = 0.02
+    pids: Tuple[int, ...] = ()  # explicit people (overrides first_pid / num_people)
+
+    @property
+    def people(self):
+        return tuple(self.pids) or tuple(range(self.first_pid, self.first_pid + self.num_people))
 
     def validate(self):
-        if self.num_people < 1 or self.num_frames < 1:
+        if len(self.people) < 1 or self.num_frames < 1:
             raise ValueError("need at least one person and one frame")
         if self.width < 64 or self.height < 64:
             raise ValueError(f"frame {self.width}x{self.height} too small (at least 64x64)")
@@ -77,7 +82,7 @@ def _people(spec):
     r = syn._rng(spec.seed, 11)
     T = spec.num_frames
     out = []
-    for i in range(spec.num_people):
+    for pid in spec.people:
         speed = r.uniform(*spec.speed) * spec.width
         direction = 1.0 if r.random() < 0.5 else -1.0
         # entries spread over the clip so that several people are in view at once
@@ -101,7 +106,7 @@ def _people(spec):
                     break  # left the scene
                 if t >= 0:
                     xs[t], steps[t] = x, step
-        out.append((spec.first_pid + i, xs, steps, feet, h))
+        out.append((pid, xs, steps, feet, h))
     return out
 
 
@@ -199,7 +204,46 @@ def write_sequence(spec: VideoSpec, out_dir: str, quality: int = 92) -> str:
     return out_dir
 
 
-def read_mot(path):
-    """A MOT text file as (n, >=7) float64 rows (frame, id, x, y, w, h, score or flag, ...)."""
-    rows = np.loadtxt(path, delimiter=",", ndmin=2)
-    return rows
+def camera_network(num_cameras=3, num_people=12, cameras_per_person=(1, 3), seed=0, **video):
+    """One ``VideoSpec`` per camera of a site where each person passes a random subset of cameras.
+
+    Args:
+        num_cameras (int): C. num_people (int): the pool (ids first_pid .. first_pid + P - 1).
+        cameras_per_person (tuple[int, int]): each person is in this many cameras (inclusive,
+            capped at C). seed (int): which cameras, and each camera's trajectories.
+        **video: other ``VideoSpec`` fields (num_frames, width, first_pid, ...).
+    Returns:
+        list[VideoSpec]: camera c (1-based) has the synthetic set's camera c look.
+    """
+    first = video.pop("first_pid", VideoSpec.first_pid)
+    r = syn._rng(seed, 13)
+    seen = {c: [] for c in range(1, num_cameras + 1)}
+    for pid in range(first, first + num_people):
+        lo, hi = cameras_per_person
+        k = int(r.integers(max(1, lo), min(hi, num_cameras) + 1))
+        for c in sorted(r.choice(num_cameras, k, replace=False) + 1):
+            seen[int(c)].append(pid)
+    return [VideoSpec(pids=tuple(seen[c]) or (first,), camera=c, seed=seed * 100 + c, **video)
+            for c in range(1, num_cameras + 1)]
+
+
+def write_network(specs, out_dir, fps=25):
+    """``videos/c<k>.mp4``, ``dets/c<k>.txt`` and ``gt/c<k>.txt`` for each camera spec; returns out_dir."""
+    import cv2
+
+    for sub in ("videos", "dets", "gt"):
+        os.makedirs(os.path.join(out_dir, sub), exist_ok=True)
+    for spec in specs:
+        name = f"c{spec.camera}"
+        writer = cv2.VideoWriter(os.path.join(out_dir, "videos", name + ".mp4"), cv2.VideoWriter_fourcc(*"mp4v"), fps,
+                                 (spec.width, spec.height))
+        gt_lines, det_lines = [], []
+        for t, image, gt, dets in frames(spec):
+            writer.write(image)
+            gt_lines += [f"{t},{int(p)},{x:.1f},{y:.1f},{w:.1f},{h:.1f},1,1,{v:.3f}\n" for p, x, y, w, h, v in gt]
+            det_lines += [f"{t},-1,{x:.1f},{y:.1f},{w:.1f},{h:.1f},{s:.3f},-1,-1,-1\n" for x, y, w, h, s in dets]
+        writer.release()
+        for sub, lines in (("gt", gt_lines), ("dets", det_lines)):
+            with open(os.path.join(out_dir, sub, name + ".txt"), "w") as f:
+                f.writelines(lines)
+    return out_dir

@@ -290,7 +290,8 @@ class Stage1LabelHook(LabelHook):
         p = self.params
         silhouette = self.cfg.CALR.STAGE1.SELECT == "silhouette"
         r = intra_camera_labels(feats, self.train_set.cams, k1=p.k1, k2=p.k2, ratio=p.local_ratio,
-                                num_clusters=p.local_num_clusters, silhouette=silhouette)
+                                num_clusters=p.local_num_clusters, silhouette=silhouette,
+                                groups=self.train_set.groups)
         stats = {"stage1/num_clusters": int(r.num_clusters.sum())}
         if silhouette:
             stats["stage1/silhouette"] = float(np.nanmean(r.silhouette))

@@ -22,7 +22,7 @@ from fastreid.utils.logger import setup_logger
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data.build import check_test_split, has_test_split, load_dataset, no_test_split_message, train_items
-from ..data.datasets import TrainSet
+from ..data.datasets import TrainSet, tracklets_of
 from ..errors import CalrError, ConfigError, DataError
 from ..modeling import build as modeling_build
 from ..utils.atomic import atomic_write_text
@@ -97,6 +97,8 @@ class CALRTrainer(DefaultTrainer):
         self.is_calr = cfg.MODEL.META_ARCHITECTURE == "CALR"
         if self.is_calr:
             self.train_set = train_set or TrainSet(train_items(cfg))
+            if train_set is None and cfg.DATASETS.TRACKLETS == "folder":
+                self.train_set.groups = tracklets_of(self.train_set)
             if stage == 2:
                 from ..auto.settings import resolve
 

@@ -39,6 +39,7 @@ __all__ = [
     "num_local_clusters",
     "jaccard_average_linkage",
     "cut_tree",
+    "num_units",
 ]
 
 
@@ -186,11 +187,37 @@ def cut_tree(z: np.ndarray, n: int, n_clusters: int) -> np.ndarray:
     return relabel_by_first_member(parent[:n])
 
 
-def jaccard_average_linkage(x: np.ndarray, k1: int = 15, k2: int = 4):
+def _group_pairs(groups: np.ndarray):
+    """(rows, cols), i < j, of the pairs of images in the same group (groups >= 0)."""
+    order = np.flatnonzero(groups >= 0)
+    rows, cols = [], []
+    for g in np.unique(groups[order]):
+        members = order[groups[order] == g]
+        i, j = np.triu_indices(len(members), k=1)
+        rows.append(members[i])
+        cols.append(members[j])
+    if not rows:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    return np.concatenate(rows).astype(np.int64), np.concatenate(cols).astype(np.int64)
+
+
+def num_units(groups: Optional[np.ndarray], n: int) -> int:
+    """How many clusters a camera can have at most: its groups plus its ungrouped images."""
+    if groups is None:
+        return n
+    g = np.asarray(groups)
+    return int(len(np.unique(g[g >= 0])) + (g < 0).sum())
+
+
+def jaccard_average_linkage(x: np.ndarray, k1: int = 15, k2: int = 4, groups: Optional[np.ndarray] = None):
     """Average-linkage tree of one camera's images on the k-reciprocal Jaccard distance.
 
     Args:
         x: (N_c, D) float32 contiguous features.
+        groups: (N_c,) int tracklet ids (-1: none) or None. Images of one tracklet are set at
+            distance 0 from each other and every other pair 1 further (a must-link): average
+            linkage merges each tracklet whole first, so a cut into at most ``num_units``
+            clusters never separates one.
     Returns:
         tuple: scipy linkage matrix (N_c - 1, 4), and the sparse distances (rows, cols,
         dist) of the pairs i < j with shared support (every other pair is at distance 1).
@@ -201,20 +228,30 @@ def jaccard_average_linkage(x: np.ndarray, k1: int = 15, k2: int = 4):
     # Condensed index of (i, j), i < j, in scipy's squareform order.
     cond = np.ones(n * (n - 1) // 2, dtype=np.float64)
     cond[n * rows - rows * (rows + 1) // 2 + (cols - rows - 1)] = dist
+    if groups is not None:
+        # Every pair of one tracklet at 0, every other pair shifted up by 1: all tracklets are
+        # whole before any other merge (a Jaccard distance can itself be 0, so 0 alone would
+        # not be first), and since each later cluster pair's average rises by exactly 1, the
+        # later merges come in the order plain average linkage of the tracklets gives.
+        cond += 1.0
+        gr, gc = _group_pairs(np.asarray(groups))
+        cond[n * gr - gr * (gr + 1) // 2 + (gc - gr - 1)] = 0.0
     return linkage(cond, method="average"), rows, cols, dist
 
 
 def cluster_camera(
-    features: np.ndarray, n_clusters: int, k1: int = 15, k2: int = 4, silhouette: bool = True
+    features: np.ndarray, n_clusters: int, k1: int = 15, k2: int = 4, silhouette: bool = True,
+    groups: Optional[np.ndarray] = None,
 ) -> Tuple[np.ndarray, float]:
     """Average-linkage clustering of one camera's images on the Jaccard distance.
 
     Args:
         features: (N_c, D) float features of one camera (used as given).
-        n_clusters: K_c, clamped to [1, N_c].
+        n_clusters: K_c, clamped to [1, N_c] and to the camera's ``num_units`` with groups.
         k1, k2: Jaccard parameters (authors: 15, 4; a camera smaller than k1 uses k1 = N_c).
         silhouette: also return ``silhouette_score(J, labels, metric="precomputed")``; the
             authors keep the stage-1 epoch with the best silhouette (reference §5 step 5).
+        groups: (N_c,) int tracklet ids (-1: none): must-links (``jaccard_average_linkage``).
 
     Returns:
         labels: (N_c,) int64 in 0..K_c-1, every image labelled, ordered by first member.
@@ -222,12 +259,12 @@ def cluster_camera(
     """
     x = np.ascontiguousarray(features, dtype=np.float32)
     n = x.shape[0]
-    n_clusters = int(min(max(n_clusters, 1), n))
+    n_clusters = int(min(max(n_clusters, 1), n, num_units(groups, n)))
     if n_clusters == n:
         return np.arange(n, dtype=np.int64), float("nan")
     if n_clusters == 1:
         return np.zeros(n, dtype=np.int64), float("nan")
-    z, rows, cols, dist = jaccard_average_linkage(x, k1, k2)
+    z, rows, cols, dist = jaccard_average_linkage(x, k1, k2, groups)
     labels = cut_tree(z, n, n_clusters)
     score = float("nan")
     if silhouette:
@@ -274,6 +311,7 @@ def intra_camera_labels(
     ratio: float = 0.2,
     num_clusters: Optional[int] = None,
     silhouette: bool = True,
+    groups: Optional[np.ndarray] = None,
 ) -> LocalLabels:
     """Stage-1 local labels for all images, one independent clustering per camera.
 
@@ -284,6 +322,8 @@ def intra_camera_labels(
         ratio: K_c = floor(N_c * ratio); 0.2 is the paper's / authors' N_c // 5.
         num_clusters: fixed K_c per camera instead of ``ratio`` (clamped to N_c).
         silhouette: compute the per-camera silhouette score.
+        groups: (N,) int tracklet ids (-1: none) or None: a tracklet is never split across
+            local clusters, and K_c is at most the camera's tracklets plus loose images.
 
     Returns:
         ``LocalLabels`` with (N,) int64 labels unique across cameras; no outliers.
@@ -301,7 +341,9 @@ def intra_camera_labels(
     for c in range(len(cameras)):
         sel = np.flatnonzero(inv == c)
         k_c = num_local_clusters(len(sel), ratio, num_clusters)
-        lab, sil[c] = cluster_camera(l2_normalize(feats[sel]), k_c, k1, k2, silhouette)
+        g = None if groups is None else np.asarray(groups)[sel]
+        k_c = min(k_c, num_units(g, len(sel)))
+        lab, sil[c] = cluster_camera(l2_normalize(feats[sel]), k_c, k1, k2, silhouette, groups=g)
         labels[sel] = lab + offset
         n_clusters[c] = k_c
         offsets[c] = offset

@@ -66,3 +66,32 @@ def test_intra_camera_labels_disjoint_and_complete_with_tiny_cameras():
     assert labels.max() + 1 == res.num_clusters.sum()
     assert np.isnan(res.silhouette[res.cameras.tolist().index(5)])  # one image: undefined
     assert -1 <= res.silhouette[res.cameras.tolist().index(7)] <= 1
+
+
+def test_a_tracklet_is_never_split_and_caps_the_cluster_count():
+    # 6 people x 6 images in one camera; each person's images form two tracklets, and one
+    # tracklet is made of images of two different people (a tracker's swap): without groups
+    # the clustering separates those two; with groups they stay together, every tracklet
+    # stays whole, and K_c never exceeds the tracklets plus loose images.
+    from calr_plugin.data.datasets import tracklet_groups
+
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((6, 32)) * 3
+    feats = np.repeat(centres, 6, 0) + 0.3 * rng.standard_normal((36, 32))
+    person = np.repeat(np.arange(6), 6)
+    groups = np.repeat(np.arange(12), 3)
+    groups[[0, 6]] = 99  # image 0 (person 0) and image 6 (person 1): one mixed tracklet
+    groups[35] = -1  # a loose image
+    cams = np.zeros(36, np.int64)
+    plain = intra_camera_labels(feats, cams, k1=6, k2=2, num_clusters=6, silhouette=False).labels
+    assert plain[0] != plain[6]  # the features alone separate the two people
+    with_groups = intra_camera_labels(feats, cams, k1=6, k2=2, num_clusters=6, silhouette=False, groups=groups).labels
+    assert with_groups[0] == with_groups[6]
+    for g in np.unique(groups[groups >= 0]):
+        assert len(np.unique(with_groups[groups == g])) == 1
+    capped = intra_camera_labels(feats, cams, k1=6, k2=2, ratio=1.0, silhouette=False, groups=groups)
+    assert capped.num_clusters[0] == len(np.unique(groups[groups >= 0])) + 1
+    for g in np.unique(groups[groups >= 0]):
+        assert len(np.unique(capped.labels[groups == g])) == 1
+    keys = ["c1/t1/a.jpg", "c1/t1/b.jpg", "c1/c.jpg", "c2/t1/a.jpg", "c2/t1/deeper/d.jpg"]
+    assert tracklet_groups(keys).tolist() == [0, 0, -1, 1, 2]

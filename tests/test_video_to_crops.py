@@ -1,0 +1,181 @@
+"""tools/video_to_crops.py: camera videos to tracklet folders, crops.csv, resume, bad input;
+the MOT parser and the offline detector (calr_plugin/data/video_io.py)."""
+import csv
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO, SHARED_DATA
+
+pytest.importorskip("boxmot", reason="make install installs BoxMOT (ByteTrack makes the tracklets)")
+TOOL = os.path.join(REPO, "tools", "video_to_crops.py")
+
+
+def run_tool(*args):
+    return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory):
+    """3 generated cameras, 8 people each passing 1-3 of them, 90 frames, with true boxes."""
+    from calr_plugin.data.synthetic_video import camera_network, write_network
+
+    out = tmp_path_factory.mktemp("net")
+    specs = camera_network(3, 8, seed=1, num_frames=90, width=480, height=270, speed=(0.008, 0.015))
+    write_network(specs, str(out))
+    return out, specs
+
+
+def iou(box, boxes):
+    x, y, w, h = box
+    ix = np.clip(np.minimum(x + w, boxes[:, 0] + boxes[:, 2]) - np.maximum(x, boxes[:, 0]), 0, None)
+    iy = np.clip(np.minimum(y + h, boxes[:, 1] + boxes[:, 3]) - np.maximum(y, boxes[:, 1]), 0, None)
+    return ix * iy / (w * h + boxes[:, 2] * boxes[:, 3] - ix * iy)
+
+
+def test_generated_video_gives_pure_bounded_tracklets_for_everyone(network, tmp_path):
+    from calr_plugin.data.video_io import read_mot
+
+    net, specs = network
+    out = tmp_path / "crops"
+    run = run_tool("--videos", str(net / "videos"), "--dets", str(net / "dets"), "--out", str(out),
+                   "--max-per-tracklet", "8")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(os.listdir(out / "train")) == ["c1", "c2", "c3"]
+    for cam in ("c1", "c2", "c3"):
+        assert f"camera {cam}: " in run.stdout and "over budget" in run.stdout
+    rows = list(csv.DictReader(open(out / "crops.csv")))
+    assert list(rows[0]) == ["camera", "tracklet", "frame", "x", "y", "w", "h", "score", "path"]
+    files = sorted(os.path.relpath(p, out) for p in glob.glob(str(out / "train" / "*" / "*" / "*.jpg")))
+    assert sorted(r["path"] for r in rows) == files  # the table is the files
+    owners = {}
+    for r in rows:
+        gt = read_mot(str(net / "gt" / f"{r['camera']}.txt"))
+        g = gt[gt[:, 0] == int(r["frame"])]
+        ious = iou([float(r[k]) for k in "xywh"], g[:, 2:6])
+        owners.setdefault((r["camera"], r["tracklet"]), []).append(int(g[ious.argmax(), 1]) if ious.max() > 0.5 else -1)
+    assert max(len(v) for v in owners.values()) <= 8
+    purity = [np.bincount(np.array(v) + 1).max() / len(v) for v in owners.values()]
+    assert np.mean(purity) >= 0.97 and min(purity) >= 0.8, [v for v in owners.values() if len(set(v)) > 1]
+    # nobody lost: every person with 10+ fully visible, unclipped boxes in a camera owns a tracklet there
+    for spec in specs:
+        cam = f"c{spec.camera}"
+        gt = read_mot(str(net / "gt" / f"{cam}.txt"))
+        inside = (gt[:, 2] > 3) & (gt[:, 3] > 3) & (gt[:, 2] + gt[:, 4] < spec.width - 3) \
+            & (gt[:, 3] + gt[:, 5] < spec.height - 3) & (gt[:, 8] > 0.9)
+        present = {int(p) for p in np.unique(gt[inside, 1]) if (gt[inside, 1] == p).sum() >= 10}
+        found = {np.bincount(np.array(v) + 1).argmax() - 1 for (c, _), v in owners.items() if c == cam}
+        assert present <= found, (cam, present - found)
+
+
+def test_a_rerun_resumes_and_a_broken_video_is_named_and_skipped(network, tmp_path):
+    net, _ = network
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for cam in ("c1", "c2"):
+        os.symlink(net / "videos" / f"{cam}.mp4", videos / f"{cam}.mp4")
+    (videos / "c9.mp4").write_bytes(b"not a video" * 100)
+    dets = tmp_path / "dets"
+    dets.mkdir()
+    for cam in ("c1", "c2", "c9"):
+        (dets / f"{cam}.txt").write_text(open(net / "dets" / "c1.txt").read())
+    out = tmp_path / "crops"
+    run = run_tool("--videos", str(videos), "--dets", str(dets), "--out", str(out))
+    assert run.returncode == 1 and "camera c9 skipped" in run.stderr and "c9.mp4" in run.stderr, run.stderr[-2000:]
+    assert "skipped 1 unreadable: c9" in run.stdout
+    first = open(out / "crops.csv").read()
+    (out / ".cameras" / "c2.csv").unlink()  # as if killed during camera c2
+    run = run_tool("--videos", str(videos), "--dets", str(dets), "--out", str(out))
+    assert "camera c1: done in an earlier run" in run.stdout and "camera c2: " in run.stdout
+    assert "camera c2: done" not in run.stdout
+    assert open(out / "crops.csv").read() == first
+
+
+def test_bad_detection_lines_and_folders_are_one_line_errors(network, tmp_path):
+    net, _ = network
+    dets = tmp_path / "dets"
+    dets.mkdir()
+    for cam in ("c1", "c2", "c3"):
+        (dets / f"{cam}.txt").write_text("1,-1,10,10,30,80,0.9,-1,-1,-1\n2,-1,10,10,30\n")
+    run = run_tool("--videos", str(net / "videos"), "--dets", str(dets), "--out", str(tmp_path / "o"))
+    assert run.returncode == 2 and "c1.txt:2: expected 'frame,id,x,y,w,h,score,...'" in run.stderr, run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+    (dets / "c3.txt").unlink()
+    run = run_tool("--videos", str(net / "videos"), "--dets", str(dets), "--out", str(tmp_path / "o"))
+    assert run.returncode == 2 and "no detection file for camera(s) c3" in run.stderr
+    run = run_tool("--videos", str(tmp_path / "none"), "--out", str(tmp_path / "o"))
+    assert run.returncode == 2 and "none: video folder not found" in run.stderr
+    (tmp_path / "empty").mkdir()
+    run = run_tool("--videos", str(tmp_path / "empty"), "--out", str(tmp_path / "o"))
+    assert run.returncode == 2 and "no videos" in run.stderr
+
+
+def test_the_offline_detector_finds_a_real_pedestrian_walking_across_frames(tmp_path):
+    # HOG needs real people: a CUHK01 person (shared data) pasted at 2.5x, walking across a
+    # grey frame folder; the tool without --dets must make a tracklet of it.
+    import cv2
+
+    files = sorted(glob.glob(os.path.join(SHARED_DATA, "cuhk01", "bounding_box_test", "*.jpg")))
+    if not files:
+        pytest.skip(f"real test data not found at {SHARED_DATA}/cuhk01")
+    person = cv2.imread(files[0])
+    person = cv2.resize(person, None, fx=1.25, fy=1.25)  # 200 px tall
+    cam = tmp_path / "videos" / "hall"
+    cam.mkdir(parents=True)
+    for t in range(12):
+        frame = np.full((320, 480, 3), 120, np.uint8)
+        x = 60 + 25 * t
+        frame[60:60 + person.shape[0], x:x + person.shape[1]] = person
+        cv2.imwrite(str(cam / f"{t + 1:06d}.jpg"), frame)
+    run = run_tool("--videos", str(tmp_path / "videos"), "--out", str(tmp_path / "o"), "--min-score", "0.5")
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = list(csv.DictReader(open(tmp_path / "o" / "crops.csv")))
+    assert len(rows) >= 6 and {r["camera"] for r in rows} == {"hall"}
+    assert len({r["tracklet"] for r in rows}) <= 2
+    xs = np.array([float(r["x"]) + float(r["w"]) / 2 - (60 + 25 * (int(r["frame"]) - 1) + person.shape[1] / 2)
+                   for r in rows])
+    assert np.abs(xs).max() < 40  # the boxes follow the person
+
+
+def test_read_mot_pads_rows_and_names_bad_lines(tmp_path):
+    from calr_plugin import DataError
+    from calr_plugin.data.video_io import dets_by_frame, read_mot
+
+    path = tmp_path / "det.txt"
+    path.write_text("1,-1,10,20,30,40,0.9\n\n2, 3, 1, 2, 3, 4, 0.5, -1, -1, -1\n")
+    rows = read_mot(str(path))
+    assert rows.shape == (2, 10) and (rows[0, 7:] == -1).all() and rows[1, 1] == 3
+    assert dets_by_frame(rows)[2].tolist() == [[1, 2, 3, 4, 0.5]]
+    for bad, line in (("0,-1,1,1,5,5,1\n", 1), ("1,-1,1,1,5,5,1\n1,-1,1,1,0,5,1\n", 2), ("1,2,3\n", 1)):
+        path.write_text(bad)
+        with pytest.raises(DataError, match=f"det.txt:{line}: expected"):
+            read_mot(str(path))
+
+
+def test_stage1_keeps_tracklet_folders_whole_and_no_tracklet_folder_is_an_error(tmp_path):
+    # The stage-1 label hook of a run with DATASETS.TRACKLETS folder: every tracklet folder in one
+    # local cluster, even where the features say otherwise; a set without tracklet folders stops.
+    from calr_plugin import DataError
+    from calr_plugin.data.datasets import TrainSet, tracklets_of
+    from calr_plugin.engine.hooks import Stage1LabelHook
+    from tiny_calr import calr_cfg
+
+    items = [(f"/x/train/c{c}/t{t}/{i}.jpg", None, f"reidfolder_c{c}") for c in (1, 2) for t in range(6) for i in range(4)]
+    train = TrainSet(items)
+    train.groups = tracklets_of(train)
+    assert len(np.unique(train.groups)) == 12
+    rng = np.random.default_rng(0)
+    feats = rng.standard_normal((len(train), 16)).astype(np.float32)  # no structure: only the links hold them
+    hook = Stage1LabelHook(calr_cfg(tmp_path, "DATASETS.TRACKLETS", "folder", "CALR.STAGE1.CLUSTER_RATIO", "0.5"),
+                           train.subset(train.cams == 0))
+    labels, _, _ = hook.make_labels(feats[train.cams == 0], 0)
+    groups = train.groups[train.cams == 0]
+    assert all(len(np.unique(labels[groups == g])) == 1 for g in np.unique(groups))
+    assert len(np.unique(labels)) == 6  # one cluster per tracklet at most (the ratio asks for 12)
+    loose = TrainSet([(f"/x/train/c{c}/{i}.jpg", None, f"reidfolder_c{c}") for c in (1, 2) for i in range(4)])
+    with pytest.raises(DataError, match="DATASETS.TRACKLETS folder: no training image is in a tracklet folder"):
+        tracklets_of(loose)
