@@ -10,7 +10,8 @@ for each recipe and each path:
 
 Recipes: MobileNetV2 at 128x64 (the demo and CUHK01 recipe), EfficientNet-Lite2 at 256x128
 (cuhk01_effnetlite2) and ResNet50 at 256x128 (market; random weights: the speed does not depend
-on them). Each path runs ``--repeat`` rounds in turn after a warm-up; the median is kept. It
+on them). Each path runs two rounds, alternating with the other path, each a warm-up call and
+the median of ``--repeat`` / 2 calls; the smaller round median is kept. It
 prints ms per frame, the frame rate that leaves a tracker (the embedder alone), and the ONNX
 path's speed-up over PyTorch, plus the largest difference between the two paths' rows.
 

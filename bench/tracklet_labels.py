@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 import calr_plugin  # noqa: E402,F401
 from calr_plugin import CALRReID  # noqa: E402
-from calr_plugin.data.datasets import relative_keys, tracklet_groups  # noqa: E402
+from calr_plugin.data.datasets import tracklet_groups  # noqa: E402
 from calr_plugin.data.synthetic_video import camera_network, write_network  # noqa: E402
 from calr_plugin.data.video_io import read_mot  # noqa: E402
 from calr_plugin.labels import cluster_metrics, intra_camera_labels  # noqa: E402
@@ -50,7 +50,7 @@ def site(seed, tmp, reid, ratio):
     pid = pid[keep]
     paths = [os.path.join(out, "crops", r["path"]) for r in rows]
     cams = np.unique([r["camera"] for r in rows], return_inverse=True)[1]
-    groups = tracklet_groups(relative_keys(paths))
+    groups = tracklet_groups(paths, [r["camera"] for r in rows])
     feats = reid(paths)
     result = {}
     for name, g in (("without tracklets", None), ("with tracklets", groups)):

@@ -11,11 +11,11 @@ import pytest
 
 from conftest import REPO, SHARED_DATA
 
-pytest.importorskip("boxmot", reason="make install installs BoxMOT (ByteTrack makes the tracklets)")
 TOOL = os.path.join(REPO, "tools", "video_to_crops.py")
 
 
 def run_tool(*args):
+    pytest.importorskip("boxmot", reason="make install installs BoxMOT (ByteTrack makes the tracklets)")
     return subprocess.run([sys.executable, TOOL, *args], capture_output=True, text=True, timeout=600)
 
 
@@ -165,6 +165,8 @@ def test_stage1_keeps_tracklet_folders_whole_and_no_tracklet_folder_is_an_error(
     from tiny_calr import calr_cfg
 
     items = [(f"/x/train/c{c}/t{t}/{i}.jpg", None, f"reidfolder_c{c}") for c in (1, 2) for t in range(6) for i in range(4)]
+    solo = TrainSet([(f"/x/train/solo/t{t}/{i}.jpg", None, "reidfolder_solo") for t in range(3) for i in range(2)])
+    assert tracklets_of(solo).tolist() == [0, 0, 1, 1, 2, 2]  # one camera folder: still its tracklets
     train = TrainSet(items)
     train.groups = tracklets_of(train)
     assert len(np.unique(train.groups)) == 12

@@ -11,8 +11,11 @@ bounding_box_test/, or --split train for bounding_box_train/); without --data, t
 test split (DATASETS.TESTS, its query + gallery). Writes OUT/calibration.json (the cosine
 distance at each --rates false-match rate over pairs, the share of same-person pairs it
 accepts, the equal-error distance; under "open_set" the distance at which that share of
-strangers would match someone in a gallery of this size, and the share of people found; and
-where the numbers come from) and OUT/calibration.png (the two distributions). Give a tracker
+strangers would match someone in a gallery of this size, and the share of people found; under
+"search" the same for the features tools/search.py computes (FastReID's test transform resizes
+with PIL bicubic, trackers with cv2 bilinear: on CUHK01's 160x60 crops the two features of an
+image agree at cosine 0.963-1.0 and pair distances differ by up to 0.13), and where the
+numbers come from) and OUT/calibration.png (the two distributions). Give a tracker
 the pair distance at 1 % (deep-sort-realtime ``max_cosine_distance``, BoxMOT BoT-SORT
 ``appearance_thresh``), and search ``tools/search.py --threshold OUT/calibration.json`` (it
 reads the open-set distance at the smallest rate).
@@ -28,8 +31,12 @@ from calr_plugin import CalrError  # noqa: E402
 from calr_plugin.utils.cli import parse_args  # noqa: E402
 
 
+# No person id, junk (-1) and Market-1501's distractors (0): not one person, so not same-person pairs.
+DISTRACTORS = (None, -1, 0)
+
+
 def labeled_items(args):
-    """(path, person id, camera) of the labeled images to calibrate on."""
+    """(path, person id, camera) of the labeled images to calibrate on (distractors left out)."""
     from calr_plugin.deploy.search import gallery_items
 
     if args.data:
@@ -38,7 +45,7 @@ def labeled_items(args):
         for split in splits:
             if os.path.isdir(os.path.join(args.data, split)):
                 items += gallery_items(args.data, split=split)
-        items = [it for it in items if it[1] is not None]
+        items = [it for it in items if it[1] not in DISTRACTORS]
         if not items:
             raise CalrError(f"--data {args.data}: no images with person ids in {' or '.join(splits)}/ "
                             f"(Market names: 0001_c1s1_000101_00.jpg)")
@@ -54,8 +61,28 @@ def labeled_items(args):
     for name in (cfg.DATASETS.TESTS if args.split == "test" else cfg.DATASETS.NAMES):
         data = load_dataset(cfg, name)
         parts = (data.query + data.gallery) if args.split == "test" else data.train
-        items += [(p, pid, str(cam)) for p, pid, cam, *_ in parts]
+        items += [(p, pid, str(cam)) for p, pid, cam, *_ in parts if pid not in DISTRACTORS]
     return items
+
+
+def search_features(args, paths):
+    """The features tools/search.py computes for ``paths`` (FastReID's test transform, PIL bicubic
+    resize), or None for an .onnx file without --config-file. (N, D) unit rows."""
+    from calr_plugin.deploy.search import Embedder
+    from calr_plugin.deploy.tracker import config_next_to
+    from calr_plugin.engine.checkpoint import load_inference_model
+
+    if args.weights.endswith(".onnx"):
+        if not args.config_file:
+            return None
+        from calr_plugin import load_config
+
+        embedder = Embedder(load_config(args.config_file, args.opts, check=False), onnx=args.weights)
+    else:
+        cfg, model = load_inference_model(args.config_file or config_next_to(args.weights),
+                                          list(args.opts) + ["MODEL.WEIGHTS", args.weights])
+        embedder = Embedder(cfg, model=model)
+    return embedder(paths)
 
 
 def main(argv=None):
@@ -87,6 +114,12 @@ def main(argv=None):
                                     seed=args.seed)
         nearest = nearest_distances(feats, [it[1] for it in items], [it[2] for it in items], args.pairs)
         result = calibrate(same, diff, tuple(args.rates), nearest)
+        search = search_features(args, [it[0] for it in items])
+        if search is not None:
+            result["search"] = calibrate(
+                *pair_distances(search, [it[1] for it in items], [it[2] for it in items], args.pairs, seed=args.seed),
+                tuple(args.rates), nearest_distances(search, [it[1] for it in items], [it[2] for it in items],
+                                                     args.pairs))
         meta = {"weights": os.path.abspath(args.weights), "engine": reid.engine, "input_size": list(reid.size),
                 "data": os.path.abspath(args.data) if args.data else f"config test split ({args.split})",
                 "images": len(items), "people": len({it[1] for it in items}), "pair_kind": args.pairs,
@@ -95,9 +128,10 @@ def main(argv=None):
         for rate, t in result["thresholds"].items():
             print(f"{float(rate):.0%} false matches: distance {t:.4f} (accepts {result['true_match_rate'][rate]:.1%} "
                   f"of same-person pairs)")
-        for rate, t in result["open_set"]["thresholds"].items():
-            print(f"no match for {float(rate):.0%} of strangers (a gallery of {len(items)} images): distance {t:.4f} "
-                  f"(finds {result['open_set']['detection_rate'][rate]:.1%} of the people who are there)")
+        shown = result.get("search", result)["open_set"]
+        for rate, t in shown["thresholds"].items():
+            print(f"search: no match for {float(rate):.0%} of strangers (a gallery of {len(items)} images): distance "
+                  f"{t:.4f} (finds {shown['detection_rate'][rate]:.1%} of the people who are there)")
         print(f"equal error {result['equal_error']['rate']:.1%} at {result['equal_error']['distance']:.4f}; "
               f"{len(items)} images, {len(same)} same / {len(diff)} different pairs; wrote {path} and {png}")
     except CalrError as e:

@@ -119,6 +119,7 @@ def main(argv=None):
         import numpy as np
 
         from calr_plugin.deploy.calibrate import load_threshold
+        from calr_plugin.utils.atomic import atomic_write_text
 
         threshold = load_threshold(args.threshold, kind="open_set") if args.threshold else None
         from calr_plugin.engine.features import describe_unreadable
@@ -171,6 +172,9 @@ def main(argv=None):
                 if message:
                     print(f"warning: {message}", file=sys.stderr)
                 no_match = []
+                stale = os.path.join(args.out, "no_match.txt")
+                if threshold is None and os.path.isfile(stale):
+                    os.remove(stale)  # an earlier run's, with a threshold; it does not describe this one
                 if threshold is not None:
                     nearest = dists[:, 0].copy()
                     idx[dists > threshold] = -1
@@ -178,8 +182,7 @@ def main(argv=None):
                         if row[0] < 0 and np.isfinite(d):
                             no_match.append(q[0])
                             print(f"{q[0]}: no match (nearest distance {d:.4f} > threshold {threshold:.4f})")
-                    with open(os.path.join(args.out, "no_match.txt"), "w") as f:
-                        f.writelines(p_ + "\n" for p_ in no_match)
+                    atomic_write_text(os.path.join(args.out, "no_match.txt"), "".join(p_ + "\n" for p_ in no_match))
                 rows = []
                 for q, ds, js in zip(queries, dists, idx):
                     for rank, (d, j) in enumerate(zip(ds, js), 1):

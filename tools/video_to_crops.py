@@ -2,8 +2,8 @@
 """Camera videos in, person crops out: camera folders with one sub-folder per tracklet, no labels.
 
     python tools/video_to_crops.py --videos VIDEOS --out OUT [--dets DETS]
-    python tools/train_net.py --config-file configs/CALR/cuhk01_mobilenetv2.yml DATASETS.NAMES '("ReIDFolder",)' \\
-        DATASETS.FOLDER OUT DATASETS.CAMERAS folders
+    python tools/train_net.py --config-file configs/CALR/cuhk01_mobilenetv2.yml \\
+        DATASETS.FOLDER OUT DATASETS.TRACKLETS folder OUTPUT_DIR logs/from_video
 
 VIDEOS holds one video per camera (``<camera>.mp4``, .avi, .mkv, ...) or one folder of frame
 images per camera (``<camera>/000001.jpg ...``). Detections: ``DETS/<camera>.txt`` in MOT format
@@ -20,13 +20,14 @@ boxes under --min-score, shorter than --min-height pixels or cut by the frame ed
 with fewer than --min-length boxes; one line per camera says what was kept and dropped.
 
 Resumable: a finished camera is recorded in ``OUT/.cameras/<camera>.csv`` and skipped by a rerun
-(a killed camera is redone from the start). A video that does not open or decode is named and
+(a killed camera is redone from the start, its folder emptied first). A video that does not open or decode is named and
 skipped; the tool then exits 1 after the others are done.
 """
 import argparse
 import csv
 import io
 import os
+import shutil
 import sys
 import time
 
@@ -143,6 +144,8 @@ def main(argv=None):
             if os.path.isfile(done):
                 print(f"camera {name}: done in an earlier run ({done}), skipped")
                 continue
+            # a camera killed half-way left crops that this run may not write again
+            shutil.rmtree(os.path.join(args.out, "train", name), ignore_errors=True)
             try:
                 crops, line = process_camera(name, source, args, detector)
             except VideoError as e:

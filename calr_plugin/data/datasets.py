@@ -321,26 +321,27 @@ class TrainSet:
         return out
 
 
-def tracklet_groups(keys):
-    """(N,) int64 tracklet of each image from its key: the images of one folder below a camera
-    folder (key ``<camera>/<tracklet>/.../<file>``) share one id; images directly in a camera
-    folder (``<camera>/<file>``) get -1 (no tracklet).
+def tracklet_groups(paths, cameras):
+    """(N,) int64 tracklet of each image of camera folders: the images of one folder below a
+    camera folder (``.../train/<camera>/<tracklet>/.../<file>``, the leaf folder) share one id;
+    images directly in a camera folder, and any image not in that layout (Market names), get -1.
 
     Args:
-        keys (list[str]): ``TrainSet.keys`` (paths relative to the folder of all cameras).
+        paths (list[str]): N image paths. cameras (list[str]): N camera folder names.
     """
-    ids, out = {}, np.full(len(keys), -1, dtype=np.int64)
-    for i, key in enumerate(keys):
-        folder = key.rsplit("/", 1)[0] if key.count("/") >= 2 else None
-        if folder is not None:
-            out[i] = ids.setdefault(folder, len(ids))
+    ids, out = {}, np.full(len(paths), -1, dtype=np.int64)
+    for i, (path, camera) in enumerate(zip(paths, cameras)):
+        parts = os.path.abspath(path).split(os.sep)
+        inside = any(parts[j] == "train" and parts[j + 1] == camera for j in range(len(parts) - 3))
+        if inside and parts[-2] != camera:
+            out[i] = ids.setdefault(os.sep.join(parts[:-1]), len(ids))
     return out
 
 
 def tracklets_of(train_set):
     """``tracklet_groups`` of a TrainSet, logged; DATASETS.TRACKLETS folder with no tracklet folder
     is a DataError (the layout is wrong, and the must-links would silently do nothing)."""
-    groups = tracklet_groups(train_set.keys)
+    groups = tracklet_groups(train_set.paths, [train_set.cam_names[c] for c in train_set.cams])
     inside = int((groups >= 0).sum())
     if not inside:
         raise DataError("DATASETS.TRACKLETS folder: no training image is in a tracklet folder; expected "

@@ -213,14 +213,16 @@ def camera_network(num_cameras=3, num_people=12, cameras_per_person=(1, 3), seed
             capped at C). seed (int): which cameras, and each camera's trajectories.
         **video: other ``VideoSpec`` fields (num_frames, width, first_pid, ...).
     Returns:
-        list[VideoSpec]: camera c (1-based) has the synthetic set's camera c look.
+        list[VideoSpec]: camera c (1-based) has the synthetic set's camera c look. A camera
+        that no person's draw reached gets the first person, so that no video is empty.
     """
     first = video.pop("first_pid", VideoSpec.first_pid)
     r = syn._rng(seed, 13)
     seen = {c: [] for c in range(1, num_cameras + 1)}
     for pid in range(first, first + num_people):
-        lo, hi = cameras_per_person
-        k = int(r.integers(max(1, lo), min(hi, num_cameras) + 1))
+        hi = min(cameras_per_person[1], num_cameras)
+        lo = min(max(1, cameras_per_person[0]), hi)
+        k = int(r.integers(lo, hi + 1))
         for c in sorted(r.choice(num_cameras, k, replace=False) + 1):
             seen[int(c)].append(pid)
     return [VideoSpec(pids=tuple(seen[c]) or (first,), camera=c, seed=seed * 100 + c, **video)

@@ -152,7 +152,7 @@ def select(rows, width, height, options):
             if j < len(mine):
                 a, b = mine[j - 1, 0], mine[j, 0]
                 ratio = mine[j, 5] / mine[j - 1, 5]
-                if b - a <= o.max_gap and not any(a < t < b for t in crowd) \
+                if b - a - 1 <= o.max_gap and not any(a < t < b for t in crowd) \
                         and 1 / o.max_height_change <= ratio <= o.max_height_change:
                     continue
                 cuts += 1

@@ -94,6 +94,8 @@ def frames(source, wanted=None):
     """
     import cv2
 
+    if wanted is not None and not wanted:
+        return  # nothing asked for: decode nothing
     if os.path.isdir(source):
         for t, path in enumerate(_frame_files(source), 1):
             if wanted is not None and t not in wanted:

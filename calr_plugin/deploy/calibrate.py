@@ -194,7 +194,8 @@ def load_threshold(spec, rate=None, kind="pairs"):
     the smallest false-match rate in it).
 
     Args:
-        kind (str): "pairs" (a tracker's gate) or "open_set" ("no match" in a search).
+        kind (str): "pairs" (a tracker's gate) or "open_set" ("no match" in a search: the
+            "search" section's, computed on search's features, when the file has one).
     Raises:
         CalrError: neither a number nor a readable calibration file, or no such rate in it.
     """
@@ -207,7 +208,8 @@ def load_threshold(spec, rate=None, kind="pairs"):
     try:
         with open(spec) as f:
             data = json.load(f)
-        thresholds = data["thresholds"] if kind == "pairs" else data["open_set"]["thresholds"]
+        # search's features (FastReID's transform) have their own section when the tool wrote one
+        thresholds = data["thresholds"] if kind == "pairs" else data.get("search", data)["open_set"]["thresholds"]
     except (ValueError, KeyError, TypeError):
         raise CalrError(f"{spec}: not a calibration file of tools/calibrate.py (expected a JSON object with "
                         f"{'thresholds' if kind == 'pairs' else 'open_set.thresholds'})") from None

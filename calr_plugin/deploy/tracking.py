@@ -29,7 +29,8 @@ __all__ = ["xywh_to_xyxy", "track_boxmot", "track_deepsort", "iou_distance", "id
 
 def xywh_to_xyxy(boxes):
     """(k, >=4) x, y, w, h -> (k, 4) x1, y1, x2, y2 float64."""
-    b = np.asarray(boxes, np.float64).reshape(-1, boxes.shape[1] if len(boxes) else 4)[:, :4]
+    b = np.asarray(boxes, np.float64)
+    b = b.reshape(-1, b.shape[-1] if b.size else 4)[:, :4]
     return np.c_[b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]]
 
 

@@ -2,9 +2,12 @@
 
 Shape shorthand: R tracklets shown, K crops a row, h x w one cell.
 """
+import io
 import os
 
 from PIL import Image, ImageDraw
+
+from ..utils.atomic import atomic_write_bytes
 
 __all__ = ["contact_sheet"]
 
@@ -39,5 +42,7 @@ def contact_sheet(rows, root, path, per_tracklet=6, max_tracklets=20, cell=(128,
             with Image.open(os.path.join(root, r["path"])) as im:
                 sheet.paste(im.convert("RGB").resize((w, h)), (label + j * (w + 2), y))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    sheet.save(path)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
     return path

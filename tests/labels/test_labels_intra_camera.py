@@ -93,5 +93,8 @@ def test_a_tracklet_is_never_split_and_caps_the_cluster_count():
     assert capped.num_clusters[0] == len(np.unique(groups[groups >= 0])) + 1
     for g in np.unique(groups[groups >= 0]):
         assert len(np.unique(capped.labels[groups == g])) == 1
-    keys = ["c1/t1/a.jpg", "c1/t1/b.jpg", "c1/c.jpg", "c2/t1/a.jpg", "c2/t1/deeper/d.jpg"]
-    assert tracklet_groups(keys).tolist() == [0, 0, -1, 1, 2]
+    paths = ["/d/train/c1/t1/a.jpg", "/d/train/c1/t1/b.jpg", "/d/train/c1/c.jpg", "/d/train/c2/t1/a.jpg",
+             "/d/train/c2/t1/deeper/d.jpg", "/d/bounding_box_train/0001_c1s1_01.jpg"]
+    assert tracklet_groups(paths, ["c1", "c1", "c1", "c2", "c2", "1"]).tolist() == [0, 0, -1, 1, 2, -1]
+    # one camera folder only (keys relative to it would lose the camera level): still tracklets
+    assert tracklet_groups(["/d/train/solo/t1/a.jpg", "/d/train/solo/t2/b.jpg"], ["solo", "solo"]).tolist() == [0, 1]
