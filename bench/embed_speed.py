@@ -80,7 +80,7 @@ def main():
             onnx = os.path.join(tmp, "model.onnx")
             export_onnx(model, onnx, *cfg.INPUT.SIZE_TEST, profile="tracker")
             pt = CALRReID(weights, config_file=os.path.join(ROOT, config), device="cpu", opts=opts)
-            ox = CALRReID(onnx)
+            ox = CALRReID(onnx, device="cpu")
             diff = float(np.abs(pt.get_features(boxes, frame) - ox.get_features(boxes, frame)).max())
             t_pt = t_ox = None
             for _ in range(2):  # alternate, so a load change hits both

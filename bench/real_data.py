@@ -161,10 +161,17 @@ def run_row(dataset, row, seed, recipe="mobilenetv2", extra_opts=()):
     """Run (or read) one row; returns its record: command, wall seconds, final metrics."""
     out = run_dir(dataset, row, seed, recipe)
     done = os.path.join(out, "wall.json")
+    cmd = command(dataset, row, seed, out, recipe, extra_opts)
     if os.path.isfile(done):
         with open(done) as f:
-            return json.load(f)
-    cmd = command(dataset, row, seed, out, recipe, extra_opts)
+            record = json.load(f)
+        # --opts are not in the folder name: say when a finished row ran with another command
+        # (other --opts, or a row recorded by an older version of this script), not silently reuse it
+        if record["command"] != " ".join(cmd[1:]):
+            print(f"warning: {out}: reusing a finished run whose command differs from this call's:\n  ran:  "
+                  f"{record['command']}\n  now:  {' '.join(cmd[1:])}\n  move that folder to rerun it",
+                  file=sys.stderr)
+        return record
     if row in CAMERA_FOLDER_ROWS:
         camera_folders(dataset, make=True)
     print("$ " + " ".join(cmd), flush=True)

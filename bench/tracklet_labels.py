@@ -22,15 +22,14 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 import calr_plugin  # noqa: E402,F401
 from calr_plugin import CALRReID  # noqa: E402
 from calr_plugin.data.datasets import tracklet_groups  # noqa: E402
 from calr_plugin.data.synthetic_video import camera_network, write_network  # noqa: E402
+from calr_plugin.data.tracklets import true_people  # noqa: E402
 from calr_plugin.data.video_io import read_mot  # noqa: E402
 from calr_plugin.labels import cluster_metrics, intra_camera_labels  # noqa: E402
-from video_crops import owners  # noqa: E402
 
 
 def site(seed, tmp, reid, ratio):
@@ -41,10 +40,7 @@ def site(seed, tmp, reid, ratio):
                     "--dets", f"{out}/dets", "--out", f"{out}/crops"], check=True, capture_output=True)
     rows = list(csv.DictReader(open(f"{out}/crops/crops.csv")))
     gt_of = {f"c{s.camera}": read_mot(f"{out}/gt/c{s.camera}.txt") for s in specs}
-    pid = []
-    for r in rows:  # one crop at a time: owners() keys by tracklet
-        pid.append(owners([r], gt_of)[(r["camera"], r["tracklet"])][0])
-    pid = np.array(pid)
+    pid = true_people(rows, gt_of)
     keep = pid >= 0
     rows = [r for r, k in zip(rows, keep) if k]
     pid = pid[keep]

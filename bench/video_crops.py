@@ -33,6 +33,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from calr_plugin.data.synthetic_video import VideoSpec, camera_network, write_network  # noqa: E402
+from calr_plugin.data.tracklets import true_people  # noqa: E402
 from calr_plugin.data.video_io import read_mot  # noqa: E402
 
 TOOL = os.path.join(ROOT, "tools", "video_to_crops.py")
@@ -47,16 +48,10 @@ def run_tool(*args):
 
 
 def owners(rows, gt_of):
+    """{(camera, tracklet): [true person of each crop, -1 for none]}."""
     out = {}
-    for r in rows:
-        g = gt_of[r["camera"]]
-        g = g[g[:, 0] == int(r["frame"])]
-        x, y, w, h = (float(r[k]) for k in "xywh")
-        ix = np.clip(np.minimum(x + w, g[:, 2] + g[:, 4]) - np.maximum(x, g[:, 2]), 0, None)
-        iy = np.clip(np.minimum(y + h, g[:, 3] + g[:, 5]) - np.maximum(y, g[:, 3]), 0, None)
-        iou = ix * iy / (w * h + g[:, 4] * g[:, 5] - ix * iy)
-        out.setdefault((r["camera"], r["tracklet"]), []).append(int(g[iou.argmax(), 1]) if len(g) and iou.max() > 0.5
-                                                                 else -1)
+    for r, pid in zip(rows, true_people(rows, gt_of)):
+        out.setdefault((r["camera"], r["tracklet"]), []).append(int(pid))
     return out
 
 

@@ -145,7 +145,8 @@ def add_calr_config(cfg):
     _C.CALR.CLUSTER.MIN_SIM_QUANTILE = 0.0
     # Collapse guard (beyond the paper): while more than this share of the images are
     # outliers, the epoch halves MIN_SIZE (down to 2), then lowers MIN_SIM, and says so in
-    # the log (labels/pipeline.py). 1.0 = off.
+    # the log (labels/pipeline.py). 1.0 = off. 0.333 was set knowing the development sets'
+    # epoch-0 outlier shares (at most 33 %, docs/RESULTS.md 2d): in sample.
     _C.CALR.CLUSTER.MAX_OUTLIERS = 0.333
     _C.CALR.CLUSTER.MIN_SIZE = 5  # smaller clusters become outliers
     # exact | hnsw | ivf. exact is the reference and the default (deterministic). hnsw is the

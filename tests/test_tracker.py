@@ -65,7 +65,7 @@ def test_boxmot_botsort_tracks_with_our_embedder(run_dir, video):
     assert counting.boxes >= sum(len(d) for _, _, d in seq) * 0.5  # BoxMOT asked our embedder
     assert len(rows) > 0.5 * len(gt) and len(np.unique(rows[:, 1])) >= 5
     score = idf1(gt, rows)
-    assert score["idf1"] > 0.5 and score["frames"] >= len(np.unique(gt[:, 0])), score
+    assert score["idf1"] > 0.5 and score["mota"] > 0.5, score
 
 
 def test_boxmot_pipeline_calls_encode_of_the_appearance_encoder_protocol(run_dir, video):
@@ -157,7 +157,8 @@ def test_the_tracker_onnx_profile_loads_in_boxmots_onnx_backend_with_pytorchs_fe
 
 def test_the_feature_dump_is_det_rows_then_features(run_dir, video):
     from calr_plugin import CALRReID
-    from calr_plugin.deploy.tracking import feature_dump, xywh_to_xyxy
+    from calr_plugin.data.boxes import xywh_to_xyxy
+    from calr_plugin.deploy.tracking import feature_dump
 
     reid = CALRReID(str(run_dir / "model_final.pth"), device="cpu")
     seq, _ = video
@@ -247,7 +248,7 @@ def test_mot_features_writes_deepsorts_offline_file_and_names_a_bad_line(run_dir
     from conftest import REPO
     from calr_plugin import CALRReID
     from calr_plugin.data.synthetic_video import VideoSpec, write_sequence
-    from calr_plugin.deploy.tracking import xywh_to_xyxy
+    from calr_plugin.data.boxes import xywh_to_xyxy
 
     seq = write_sequence(VideoSpec(num_people=4, num_frames=12, width=320, height=180, seed=3, speed=(0.03, 0.04)), str(tmp_path / "seq"))
     tool = [sys.executable, os.path.join(REPO, "tools", "mot_features.py"), "--weights", str(run_dir / "model_final.pth"),

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import calr_plugin  # noqa: E402,F401
 from calr_plugin import CalrError  # noqa: E402
+from calr_plugin.deploy.calibrate import PAIRS  # noqa: E402
 from calr_plugin.utils.cli import parse_args  # noqa: E402
 
 
@@ -65,24 +66,27 @@ def labeled_items(args):
     return items
 
 
-def search_features(args, paths):
+def search_features(args, reid, paths):
     """The features tools/search.py computes for ``paths`` (FastReID's test transform, PIL bicubic
-    resize), or None for an .onnx file without --config-file. (N, D) unit rows."""
+    resize) with ``reid``'s model, or None for an .onnx file without --config-file. (N, D) unit rows."""
     from calr_plugin.deploy.search import Embedder
-    from calr_plugin.deploy.tracker import config_next_to
-    from calr_plugin.engine.checkpoint import load_inference_model
 
-    if args.weights.endswith(".onnx"):
-        if not args.config_file:
-            return None
-        from calr_plugin import load_config
+    if reid.engine == "torch":
+        return Embedder(reid.cfg, model=reid.model)(paths)
+    if not args.config_file:
+        return None
+    from calr_plugin import load_config
 
-        embedder = Embedder(load_config(args.config_file, args.opts, check=False), onnx=args.weights)
-    else:
-        cfg, model = load_inference_model(args.config_file or config_next_to(args.weights),
-                                          list(args.opts) + ["MODEL.WEIGHTS", args.weights])
-        embedder = Embedder(cfg, model=model)
-    return embedder(paths)
+    return Embedder(load_config(args.config_file, args.opts, check=False), onnx=args.weights)(paths)
+
+
+def distances(feats, pids, cams, args):
+    """``calibrate``'s result on one set of features: pair and open-set thresholds, and the
+    (same, different) pair distances for the plot."""
+    from calr_plugin.deploy.calibrate import calibrate, nearest_distances, pair_distances
+
+    same, diff = pair_distances(feats, pids, cams, args.pairs, seed=args.seed)
+    return calibrate(same, diff, tuple(args.rates), nearest_distances(feats, pids, cams, args.pairs)), same, diff
 
 
 def main(argv=None):
@@ -92,7 +96,7 @@ def main(argv=None):
     p.add_argument("--data", help="a Market-layout folder with person ids (default: the config's test split)")
     p.add_argument("--split", default="test", choices=("test", "train"))
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--pairs", default="all", choices=("all", "cross-camera", "same-camera"))
+    p.add_argument("--pairs", default="all", choices=PAIRS)
     p.add_argument("--rates", type=float, nargs="+", default=[0.01, 0.05], help="false-match rates")
     p.add_argument("--max-images", type=int, default=4000, help="a seeded sample above this many")
     p.add_argument("--seed", type=int, default=0)
@@ -101,25 +105,19 @@ def main(argv=None):
     try:
         import numpy as np
 
-        from calr_plugin.deploy.calibrate import calibrate, nearest_distances, pair_distances, write_calibration
+        from calr_plugin.deploy.calibrate import write_calibration
         from calr_plugin.deploy.tracker import CALRReID
 
         items = labeled_items(args)
         if len(items) > args.max_images:
             keep = np.sort(np.random.default_rng(args.seed).choice(len(items), args.max_images, replace=False))
             items = [items[i] for i in keep]
+        paths, pids, cams = ([it[k] for it in items] for k in range(3))
         reid = CALRReID(args.weights, config_file=args.config_file, opts=args.opts)
-        feats = reid([it[0] for it in items])
-        same, diff = pair_distances(feats, [it[1] for it in items], [it[2] for it in items], args.pairs,
-                                    seed=args.seed)
-        nearest = nearest_distances(feats, [it[1] for it in items], [it[2] for it in items], args.pairs)
-        result = calibrate(same, diff, tuple(args.rates), nearest)
-        search = search_features(args, [it[0] for it in items])
+        result, same, diff = distances(reid(paths), pids, cams, args)
+        search = search_features(args, reid, paths)
         if search is not None:
-            result["search"] = calibrate(
-                *pair_distances(search, [it[1] for it in items], [it[2] for it in items], args.pairs, seed=args.seed),
-                tuple(args.rates), nearest_distances(search, [it[1] for it in items], [it[2] for it in items],
-                                                     args.pairs))
+            result["search"] = distances(search, pids, cams, args)[0]
         meta = {"weights": os.path.abspath(args.weights), "engine": reid.engine, "input_size": list(reid.size),
                 "data": os.path.abspath(args.data) if args.data else f"config test split ({args.split})",
                 "images": len(items), "people": len({it[1] for it in items}), "pair_kind": args.pairs,

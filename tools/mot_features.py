@@ -35,9 +35,10 @@ def main(argv=None):
         import cv2
         import numpy as np
 
+        from calr_plugin.data.boxes import xywh_to_xyxy
         from calr_plugin.data.video_io import read_mot
         from calr_plugin.deploy.tracker import CALRReID
-        from calr_plugin.deploy.tracking import feature_dump, xywh_to_xyxy
+        from calr_plugin.deploy.tracking import feature_dump
         from calr_plugin.utils.atomic import atomic_save_npy
 
         dets_path = args.dets or os.path.join(args.sequence, "det", "det.txt")

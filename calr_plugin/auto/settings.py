@@ -96,8 +96,9 @@ def _with_old_defaults(saved_inputs, inputs, train_set):
     tell the cameras' frames apart).
     """
     infer = saved_inputs.get("cameras") == "infer"
-    # Files from before the camera limits were keys count as chosen under their defaults, so
-    # that a resumed run keeps its cameras.
+    # Files from before the camera limits were keys are taken as chosen under today's default
+    # limits (they were not: no merge of tiny groups, graph k 30), so that a resumed run keeps
+    # the cameras it trained with instead of re-inferring them.
     out = dict({"k": "auto", "camera_features": ["embedding", "auto"] if infer else None, "knn": inputs["knn"],
                 "camera_limits": [16, 0.01] if infer else None}, **saved_inputs)
     if out.get("images") != inputs["images"]:

@@ -189,6 +189,13 @@ def frames(spec: VideoSpec) -> Iterator[Tuple[int, np.ndarray, np.ndarray, np.nd
                np.asarray(dets, np.float64).reshape(-1, 5))
 
 
+def _mot_lines(t, gt, dets, gt_lines, det_lines):
+    """Append frame ``t``'s MOTChallenge gt rows (frame, id, x, y, w, h, 1, 1, visibility) and
+    det rows (frame, -1, x, y, w, h, score, -1, -1, -1) to the two lists."""
+    gt_lines += [f"{t},{int(p)},{x:.1f},{y:.1f},{w:.1f},{h:.1f},1,1,{v:.3f}\n" for p, x, y, w, h, v in gt]
+    det_lines += [f"{t},-1,{x:.1f},{y:.1f},{w:.1f},{h:.1f},{s:.3f},-1,-1,-1\n" for x, y, w, h, s in dets]
+
+
 def write_sequence(spec: VideoSpec, out_dir: str, quality: int = 92) -> str:
     """Write a MOTChallenge-style sequence folder (img1/, gt/gt.txt, det/det.txt); returns it."""
     for sub in ("img1", "gt", "det"):
@@ -196,8 +203,7 @@ def write_sequence(spec: VideoSpec, out_dir: str, quality: int = 92) -> str:
     gt_lines, det_lines = [], []
     for t, image, gt, dets in frames(spec):
         Image.fromarray(image[:, :, ::-1]).save(os.path.join(out_dir, "img1", f"{t:06d}.jpg"), quality=quality)
-        gt_lines += [f"{t},{int(p)},{x:.1f},{y:.1f},{w:.1f},{h:.1f},1,1,{v:.3f}\n" for p, x, y, w, h, v in gt]
-        det_lines += [f"{t},-1,{x:.1f},{y:.1f},{w:.1f},{h:.1f},{s:.3f},-1,-1,-1\n" for x, y, w, h, s in dets]
+        _mot_lines(t, gt, dets, gt_lines, det_lines)
     for name, lines in (("gt/gt.txt", gt_lines), ("det/det.txt", det_lines)):
         with open(os.path.join(out_dir, name), "w") as f:
             f.writelines(lines)
@@ -242,8 +248,7 @@ def write_network(specs, out_dir, fps=25):
         gt_lines, det_lines = [], []
         for t, image, gt, dets in frames(spec):
             writer.write(image)
-            gt_lines += [f"{t},{int(p)},{x:.1f},{y:.1f},{w:.1f},{h:.1f},1,1,{v:.3f}\n" for p, x, y, w, h, v in gt]
-            det_lines += [f"{t},-1,{x:.1f},{y:.1f},{w:.1f},{h:.1f},{s:.3f},-1,-1,-1\n" for x, y, w, h, s in dets]
+            _mot_lines(t, gt, dets, gt_lines, det_lines)
         writer.release()
         for sub, lines in (("gt", gt_lines), ("dets", det_lines)):
             with open(os.path.join(out_dir, sub, name + ".txt"), "w") as f:

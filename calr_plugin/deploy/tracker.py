@@ -42,12 +42,9 @@ import os
 import numpy as np
 
 from ..errors import CalrError
+from .export import TRACKER_MEAN, TRACKER_STD
 
-__all__ = ["CALRReID", "IMAGENET_MEAN", "IMAGENET_STD", "config_next_to", "crop_boxes"]
-
-# BoxMOT's fixed normalisation (boxmot/reid/backends/base_backend.py), on 0-1 RGB.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["CALRReID", "config_next_to", "crop_boxes"]
 
 
 def crop_boxes(xyxy, frame):
@@ -94,6 +91,7 @@ class CALRReID:
         opts (list[str]): KEY VALUE config overrides (``.pth`` and None).
     Attributes:
         size (tuple[int, int]): H x W the crops are resized to.
+        cfg (CfgNode): the model's config (PyTorch models only).
         embedding_dim (int): D.
         engine (str): "torch" or "onnxruntime".
     """
@@ -121,6 +119,7 @@ class CALRReID:
 
         overrides = list(opts) + (["MODEL.WEIGHTS", weights] if weights else [])
         cfg, model = load_inference_model(config_file, overrides)
+        self.cfg = cfg
         self.model = model.to(self.device).eval()
         self.size = tuple(int(v) for v in cfg.INPUT.SIZE_TEST)
         self.engine = "torch"
@@ -177,8 +176,8 @@ class CALRReID:
             batch[i] = rgb.transpose(2, 0, 1)
         if self.normalised_input:
             batch /= 255.0
-            batch -= np.asarray(IMAGENET_MEAN, np.float32)[:, None, None]
-            batch /= np.asarray(IMAGENET_STD, np.float32)[:, None, None]
+            batch -= np.asarray(TRACKER_MEAN, np.float32)[:, None, None]
+            batch /= np.asarray(TRACKER_STD, np.float32)[:, None, None]
         return batch
 
     def _forward(self, batch):
@@ -254,7 +253,7 @@ class CALRReID:
             if boxes.ndim != 2 or (len(boxes) and boxes.shape[1] != 4):
                 raise CalrError(f"encode: boxes of shape {boxes.shape}; only axis-aligned x1, y1, x2, y2 boxes "
                                 f"(BoxMOT Boxes) are supported, not oriented ones")
-            crops += crop_boxes(boxes, bgr) if len(boxes) else []
+            crops += crop_boxes(boxes, bgr)
             counts.append(len(boxes))
         rows = torch.from_numpy(self.embed_crops(crops))
         return [part.contiguous() for part in torch.split(rows, counts)]

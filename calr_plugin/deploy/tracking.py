@@ -22,20 +22,11 @@ MOTChallenge ``det/det.txt`` holds. Trackers return rows ``frame, track id, x, y
 """
 import numpy as np
 
+from ..data.boxes import iou as box_iou
+from ..data.boxes import to_boxmot, with_area, xywh_to_xyxy
 from ..errors import CalrError
 
-__all__ = ["xywh_to_xyxy", "track_boxmot", "track_deepsort", "iou_distance", "idf1", "feature_dump"]
-
-
-def xywh_to_xyxy(boxes):
-    """(k, >=4) x, y, w, h -> (k, 4) x1, y1, x2, y2 float64."""
-    b = np.asarray(boxes, np.float64)
-    b = b.reshape(-1, b.shape[-1] if b.size else 4)[:, :4]
-    return np.c_[b[:, 0], b[:, 1], b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]]
-
-
-def _valid(dets):
-    return dets[(dets[:, 2] > 1) & (dets[:, 3] > 1)] if len(dets) else dets.reshape(0, 5)
+__all__ = ["track_boxmot", "track_deepsort", "iou_distance", "idf1", "feature_dump"]
 
 
 def track_boxmot(sequence, tracker):
@@ -50,10 +41,7 @@ def track_boxmot(sequence, tracker):
     """
     rows = []
     for t, frame, dets in sequence:
-        dets = _valid(np.asarray(dets, np.float64))
-        xyxy = xywh_to_xyxy(dets)
-        inp = np.c_[xyxy, np.clip(dets[:, 4], 0, 1), np.zeros(len(dets))].astype(np.float32)
-        out = tracker.update(inp.reshape(-1, 6), frame)
+        out = tracker.update(to_boxmot(with_area(dets)), frame)
         for x1, y1, x2, y2, tid in np.asarray(out).reshape(-1, 8)[:, :5]:
             rows.append((t, tid, x1, y1, x2 - x1, y2 - y1))
     return np.asarray(rows, np.float64).reshape(-1, 6)
@@ -77,7 +65,7 @@ def track_deepsort(sequence, embed, max_cosine_distance=0.2, max_age=30, n_init=
     tracker = DeepSort(max_age=max_age, n_init=n_init, max_cosine_distance=max_cosine_distance, embedder=None)
     ids, rows = {}, []
     for t, frame, dets in sequence:
-        dets = _valid(np.asarray(dets, np.float64))
+        dets = with_area(dets)
         raw = [([float(x), float(y), float(w), float(h)], float(s), 0) for x, y, w, h, s in dets[:, :5]]
         embeds = embed(xywh_to_xyxy(dets), frame) if len(dets) else []
         tracks = tracker.update_tracks(raw, embeds=list(embeds), frame=frame)
@@ -91,12 +79,7 @@ def track_deepsort(sequence, embed, max_cosine_distance=0.2, max_age=30, n_init=
 
 def iou_distance(a, b, iou=0.5):
     """(len(a), len(b)) 1 - IoU of x, y, w, h boxes; NaN (no match allowed) where IoU < ``iou``."""
-    a, b = xywh_to_xyxy(a), xywh_to_xyxy(b)
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    d = 1 - inter / np.maximum(area(a)[:, None] + area(b)[None, :] - inter, 1e-12)
+    d = 1 - box_iou(a, b)
     d[d > 1 - iou] = np.nan
     return d
 

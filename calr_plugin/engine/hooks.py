@@ -210,7 +210,7 @@ class Stage2LabelHook(LabelHook):
             stats["calr/cross_camera_share"] = float(np.mean(spans > 1))
         for line in r.guard:
             logger.warning(f"epoch {epoch}: collapse guard: {line}")
-        stats.update(self.signals(feats, labels, epoch))
+        stats.update(self.signals(feats, r.global_labels, epoch))
         if self.local_labels is not None and epoch == 0:
             stats.update(self.quality("local", self.local_labels, within_camera=True))
         stats.update(self.quality("global", r.global_labels))
@@ -228,7 +228,10 @@ class Stage2LabelHook(LabelHook):
         return labels, weights, stats
 
     def signals(self, feats, labels, epoch):
-        """Label-free quality signals of this epoch (labels/signals.py), for metrics.json."""
+        """Label-free quality signals of this epoch (labels/signals.py), for metrics.json.
+
+        ``labels`` are the global (Infomap) labels: the refined ones hold random discards whose
+        rate p follows a schedule, so their agreement would track the schedule, not the features."""
         out = {"signal/cross_camera_knn": cross_camera_neighbour_share(
             feats, self.train_set.cams, seed=self.params.seed, knn=self.params.knn_options())}
         previous = self.previous_labels(epoch)
@@ -238,21 +241,23 @@ class Stage2LabelHook(LabelHook):
         return out
 
     def previous_labels(self, epoch):
-        """The labels of epoch - 1: kept from the last call, or read back after a resume."""
+        """The global labels of epoch - 1: kept from the last call, or read back after a resume."""
         kept = getattr(self, "_previous", None)
         if kept is not None and kept[0] == epoch - 1:
             return kept[1]
         path = os.path.join(self.label_dir, f"epoch_{epoch - 1:03d}.npz")
         if epoch > 0 and os.path.isfile(path):
             with np.load(path) as saved:
-                return saved["labels"]
+                return saved["global_labels"] if "global_labels" in saved.files else None
         return None
 
     def warn_within_camera(self, epoch, stats):
         """Warn when the clusters stay inside cameras (a label-free sign that cross-camera
         association failed). On CUHK01 and PKU-Reid the share of clusters that span two
         or more cameras is 0.19-0.33 in stage 2's first two epochs and 0.46-0.82 after;
-        below 0.25 from epoch 2 on, training is learning the cameras, not the people."""
+        below 0.25 from epoch 2 on, training is learning the cameras, not the people. The 0.25
+        was read off those two sets' seed-1 runs (in sample) and has not yet been checked on a
+        run that failed."""
         share = stats.get("calr/cross_camera_share")
         if share is None or self.train_set.num_cameras < 2 or epoch < 2 or share >= 0.25:
             return

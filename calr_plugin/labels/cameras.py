@@ -22,9 +22,10 @@ a handful of images) is not counted as a camera: its images join the nearest gro
 spectral embedding, and the result lists it in ``tiny``.
 
 Two views of an image serve two purposes. The count C comes from the embedding (the
-backbone's output): its eigengap found the true count on all six sets we measured (the
-synthetic set at 2 and 6 images per person and camera, CUHK01, PKU-Reid; MobileNetV2 and
-EfficientNet-Lite2). The groups come from ``style`` when given: the channel mean and std
+backbone's output): with the graph k of 30 its eigengap found the true count on the six sets
+measured then (the synthetic set at 2 and 6 images per person and camera, CUHK01, PKU-Reid;
+MobileNetV2 and EfficientNet-Lite2); with k = sqrt(N) it misses on VIPeR (3 for 2), GRID (3
+for 4) and two 8-camera cells (9), docs/RESULTS.md section 2d. The groups come from ``style`` when given: the channel mean and std
 of a mid-level feature map (the "style" of AdaIN, Huang & Belongie 2017, and IBN-Net), which
 carries the camera's colour and lighting and less of the person: ARI with the true cameras
 0.98 / 0.99 on CUHK01 / PKU-Reid, against 0.77 / 0.90 from the embedding (MobileNetV2,
@@ -146,8 +147,8 @@ def infer_cameras(features: np.ndarray, num_cameras=None, k=None, max_cameras: i
         style_lap, vecs = _spectrum(style, k, max(n_eig, num_cameras), seed, knn)
         lap = style_lap if lap is None else lap
     emb = l2_normalize(vecs[:, :num_cameras].astype(np.float32), copy=True)
-    labels = KMeans(num_cameras, n_init=10, random_state=seed).fit_predict(emb)
-    labels, tiny = _merge_tiny(labels, emb, min_share)
+    km = KMeans(num_cameras, n_init=10, random_state=seed).fit(emb)
+    labels, tiny = _merge_tiny(km.labels_, emb, km.cluster_centers_, min_share)
     num_cameras = int(labels.max()) + 1
     # Number pseudo-cameras by first appearance, so the result does not hinge on k-means' order.
     _, first = np.unique(labels, return_index=True)
@@ -156,15 +157,16 @@ def infer_cameras(features: np.ndarray, num_cameras=None, k=None, max_cameras: i
     return InferredCameras(remap[labels].astype(np.int64), num_cameras, chosen_by, lap, grouped_by, k, at_cap, tiny)
 
 
-def _merge_tiny(labels: np.ndarray, emb: np.ndarray, min_share: float):
-    """Groups below ``min_share`` of the images join the nearest other group (by centroid
-    of the (N, C) spectral embedding ``emb``); returns contiguous labels and the tiny sizes."""
-    sizes = np.bincount(labels)
+def _merge_tiny(labels: np.ndarray, emb: np.ndarray, centres: np.ndarray, min_share: float):
+    """Groups below ``min_share`` of the images join the nearest other group (by k-means'
+    (C, C) ``centres`` in the (N, C) spectral embedding ``emb``); returns contiguous labels
+    and the tiny sizes."""
+    sizes = np.bincount(labels, minlength=len(centres))
     small = sizes < min_share * len(labels)
     if not small.any() or small.all():
         return labels, []
     big = np.flatnonzero(~small)
-    centres = np.stack([emb[labels == g].mean(axis=0) for g in big])
+    centres = centres[big]
     out = labels.copy()
     for g in np.flatnonzero(small):
         rows = labels == g

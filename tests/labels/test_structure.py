@@ -46,9 +46,8 @@ def test_a_peak_at_the_end_of_the_searched_range_is_said():
     assert not any("edge" in w for w in warnings)
 
 
-def test_the_estimate_reads_no_id_and_follows_a_seed():
-    """The estimates are functions of features and cameras only; the same seed gives the
-    same evidence and a reordering of the images the same m."""
+def test_the_estimate_follows_its_seed_and_not_the_image_order():
+    """The same seed gives the same evidence, and a reordering of the images the same m."""
     feats, cams, _ = people(3, 4, seed=2)
     a = estimate_structure(feats, cams, seed=5)
     b = estimate_structure(feats, cams, seed=5)
