@@ -18,6 +18,7 @@ from .labels.knn import HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH, HNSW_M, KNN_METHOD
 from .labels.pivots import MEAN_DIST_MODES, NEIGHBOUR_MODES, PIVOT_RULES
 from .labels.refine import REFINE_MODES
 from .labels.schedules import DECAY_KINDS
+from .labels.signals import SIGNALS
 
 # Keys that take "auto": the value is chosen from the unlabeled training features when
 # training starts (calr_plugin.auto.settings; rules in calr_plugin/labels/auto.py). yacs
@@ -113,6 +114,20 @@ def add_calr_config(cfg):
     _C.CALR.SINGLE_CAMERA = "error"
     # Log label quality against ground-truth ids (reporting only, never used to train).
     _C.CALR.GT_METRICS = True
+
+    # Checkpoint selection by a label-free quality signal (calr_plugin/labels/signals.py).
+    _C.CALR.SELECT = CN()
+    # Development: write each stage-2 epoch's training features (float16) to
+    # OUTPUT_DIR/features/epoch_<e>.npy, e = epochs trained (0 = the untrained start), so
+    # that candidate signals can be scored against test mAP offline (bench/quality_signal.py).
+    _C.CALR.SELECT.SAVE_FEATURES = False
+    # The label-free signal that picks OUTPUT_DIR/model_selected.pth among the untrained start
+    # and every stage-2 epoch (engine/selection.py); "" = no selection.
+    _C.CALR.SELECT.SIGNAL = "cross_camera_mutual"
+    # Share of the training images (drawn per camera from SEED) that stage 2 clusters but
+    # never trains on; the signal is read on them (labels/holdout.py says why). 0 = read it
+    # on every image.
+    _C.CALR.SELECT.HOLDOUT = 0.1
 
     # Stage 1: one encoder per camera, intra-camera clustering (paper Sec. III-B).
     _C.CALR.STAGE1 = CN()
@@ -402,6 +417,9 @@ def validate_calr(cfg):
          "a fraction in (0, 1] or auto")
     need(s1.NUM_CLUSTERS >= 0, "CALR.STAGE1.NUM_CLUSTERS", "an integer >= 0 (0 = use CLUSTER_RATIO)")
     one_of("CALR.STAGE1.SELECT", ("final", "silhouette"))
+    need(0 <= c.SELECT.HOLDOUT < 0.5, "CALR.SELECT.HOLDOUT", "a share of the training images in [0, 0.5)")
+    need(c.SELECT.SIGNAL in ("",) + tuple(SIGNALS), "CALR.SELECT.SIGNAL",
+         "one of " + ", ".join(SIGNALS) + ' or "" (no selection)')
     if s1.LABELS:
         need(os.path.exists(s1.LABELS), "CALR.STAGE1.LABELS",
              "an existing stage-1 labels file (local_labels.npz) or a folder of cam<k>/pseudo_label.npy")

@@ -62,9 +62,41 @@ def test_two_stage_run_writes_labels_and_checkpoints(reference_run):
         assert len(np.unique(cams[local["labels"] == k])) == 1
     files, last = final_labels(out)
     assert files == ["epoch_000.npz", "epoch_001.npz", "epoch_002.npz"]
-    assert set(last.files) >= {"names", "labels", "cams", "global_labels"}
+    assert set(last.files) >= {"names", "labels", "cams", "global_labels", "held_out"}
+    for f in files:  # the images the selection signal reads are never trained on
+        saved = np.load(out / "labels" / f)
+        assert saved["held_out"].sum() > 0 and (saved["labels"][saved["held_out"]] == -1).all()
     assert (out / "model_final.pth").is_file() and (out / "model_last.pth").is_file()
     assert "refined/precision" in (out / "metrics.json").read_text()
+
+
+def test_model_selected_holds_the_model_whose_score_picked_it(reference_run, tmp_path):
+    """selection.json scores the untrained start and every epoch; model_selected.pth is the
+    highest-scoring one: re-extracting the training features with it gives its score again."""
+    import json
+
+    from fastreid.modeling import build_model
+    from fastreid.utils.checkpoint import Checkpointer
+
+    from calr_plugin.data.build import train_items
+    from calr_plugin.data.datasets import TrainSet
+    from calr_plugin.engine.features import extract_features
+    from calr_plugin.labels.signals import SIGNALS
+
+    out, run = reference_run
+    rec = json.loads((out / "selection.json").read_text())
+    assert rec["signal"] == "cross_camera_mutual" and list(rec["history"]) == ["0", "1", "2", "3"]
+    best = max(rec["history"], key=lambda e: rec["history"][e])
+    assert rec["selected"]["epoch"] == int(best) and rec["start"] == rec["history"]["0"]
+    weights = str(out / "model_selected.pth")
+    cfg = calr_cfg(tmp_path, "MODEL.WEIGHTS", weights)
+    model = build_model(cfg).eval()
+    Checkpointer(model).load(weights)
+    train = TrainSet(train_items(cfg))
+    rows = np.flatnonzero(np.load(out / "labels" / "epoch_000.npz")["held_out"])
+    score = SIGNALS["cross_camera_mutual"](extract_features(model, train.paths, cfg), train.cams, rows)
+    assert score == pytest.approx(rec["history"][best], abs=1e-6)
+    assert "model_selected.pth: " in run.stdout + run.stderr
 
 
 def test_the_run_records_its_extraction_engine(reference_run):
@@ -101,6 +133,8 @@ def test_kill_and_resume_in_each_stage_reaches_the_same_labels(reference_run, tm
     wa = torch.load(ref_out / "model_final.pth", weights_only=False)["model"]
     wb = torch.load(out / "model_final.pth", weights_only=False)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # The selection record goes on where the kill left it: the same scores, the same pick.
+    assert (ref_out / "selection.json").read_text() == (out / "selection.json").read_text()
 
 
 def test_eval_only_reproduces_the_training_end_metrics(reference_run):

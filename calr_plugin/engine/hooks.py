@@ -28,12 +28,14 @@ from fastreid.utils.env import seed_all_rng
 
 from ..data.sampler import PseudoLabelSampler
 from ..labels import LabelParams, cluster_metrics, intra_camera_labels, stage2_labels
+from ..labels.holdout import drop_held_out, holdout_mask
 from ..labels.metrics import cameras_per_cluster, label_agreement
 from ..labels.signals import cross_camera_neighbour_share
-from ..utils.atomic import atomic_savez
+from ..utils.atomic import atomic_save_npy, atomic_savez
 from ..utils.dist import broadcast_from_main, unwrap
 from . import features
 from .features import extract_features
+from .selection import Selector
 
 logger = logging.getLogger("fastreid." + __name__)  # shares FastReID's console and log.txt
 
@@ -176,14 +178,18 @@ class Stage2LabelHook(LabelHook):
         super().__init__(cfg, train_set)
         self.local_labels = local_labels
         self.params = label_params(cfg)
+        sel = cfg.CALR.SELECT
+        self.held_out = holdout_mask(train_set.cams, sel.HOLDOUT if sel.SIGNAL else 0.0, max(cfg.SEED, 0))
+        self.selector = Selector(cfg, train_set.cams, self.held_out) if sel.SIGNAL else None
 
     def make_labels(self, feats, epoch):
         cfg = self.cfg
+        self.save_features(feats, epoch)
         local = self.local_labels if self.local_labels is not None else np.zeros(len(feats), np.int64)
         r = stage2_labels(feats, self.train_set.cams, local, epoch, cfg.SOLVER.MAX_EPOCH, self.params)
         use_weights = cfg.CALR.WEIGHTING.ENABLED and r.use_weights
-        weights = r.weights if use_weights else None
-        labels = r.refined_labels
+        # Held-out images (CALR.SELECT.HOLDOUT) are clustered but never trained on.
+        labels, weights = drop_held_out(r.refined_labels, r.weights if use_weights else None, self.held_out)
         stats = {
             "calr/num_clusters": r.num_clusters,
             "calr/global_clusters": int(r.global_labels.max(initial=-1)) + 1,
@@ -198,6 +204,7 @@ class Stage2LabelHook(LabelHook):
             "calr/num_pivots": int(r.pivots.sum()),
             "calr/label_seconds": r.timings.get("total", 0.0),
             "global_labels": r.global_labels,
+            "held_out": self.held_out,
         }
         if len(r.weights):
             stats["calr/mean_weight"] = float(np.mean(r.weights))
@@ -211,6 +218,8 @@ class Stage2LabelHook(LabelHook):
         for line in r.guard:
             logger.warning(f"epoch {epoch}: collapse guard: {line}")
         stats.update(self.signals(feats, r.global_labels, epoch))
+        if self.selector is not None:
+            stats.update(self.selector(self.trainer.model, feats, epoch))
         if self.local_labels is not None and epoch == 0:
             stats.update(self.quality("local", self.local_labels, within_camera=True))
         stats.update(self.quality("global", r.global_labels))
@@ -226,6 +235,29 @@ class Stage2LabelHook(LabelHook):
                f"(global {stats['global/precision']:.3f})" if "refined/precision" in stats else ""))
         self.warn_within_camera(epoch, stats)
         return labels, weights, stats
+
+    def save_features(self, feats, trained_epochs):
+        """CALR.SELECT.SAVE_FEATURES: (N, D) float16 features of the model after
+        ``trained_epochs`` stage-2 epochs, for scoring signals offline (rank 0)."""
+        if self.cfg.CALR.SELECT.SAVE_FEATURES:
+            atomic_save_npy(os.path.join(self.cfg.OUTPUT_DIR, "features", f"epoch_{trained_epochs:03d}.npy"),
+                            feats.astype(np.float16))
+
+    def after_train(self):
+        # The final model has no label step after it: its features are extracted here, to
+        # score it against the earlier epochs (not after an error, nor a finished run resumed).
+        trainer = self.trainer
+        wanted = self.selector is not None or self.cfg.CALR.SELECT.SAVE_FEATURES
+        if not wanted or trainer.iter < trainer.max_iter or trainer.iter == trainer.start_iter:
+            return
+        feats = extract_features(trainer.model, self.train_set.paths, self.cfg, desc="final features")
+        if not comm.is_main_process():
+            return
+        self.save_features(feats, trainer.max_epoch)
+        if self.selector is not None:
+            score = self.selector(trainer.model, feats, trainer.max_epoch)
+            trainer.storage.put_scalars(smoothing_hint=False, **score)
+            logger.info(self.selector.summary())
 
     def signals(self, feats, labels, epoch):
         """Label-free quality signals of this epoch (labels/signals.py), for metrics.json.

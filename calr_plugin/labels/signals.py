@@ -13,12 +13,21 @@ any of them selects a checkpoint.
   cameras raises it, one that learns the cameras lowers it.
 - label agreement with the previous epoch (``metrics.label_agreement``, pairwise F):
   clusterings that stop changing.
+- ``cross_camera_mutual``: the share of images whose nearest neighbour in the other cameras
+  has them as its own nearest neighbour in the other cameras. A person seen by two cameras
+  makes such a pair once the features match them; a model that learns the cameras, or
+  collapses, makes these nearest neighbours arbitrary, and arbitrary ones are mutual by
+  chance only. Read on all images it rises as a model fits its own pseudo labels, so the
+  selection reads it on held-out images (``labels/holdout.py``).
 """
+import functools
+
+import faiss
 import numpy as np
 
 from .knn import knn_search, l2_normalize
 
-__all__ = ["cross_camera_neighbour_share"]
+__all__ = ["cross_camera_neighbour_share", "cross_camera_nearest", "cross_camera_mutual", "SIGNALS", "SHARES"]
 
 
 def cross_camera_neighbour_share(features: np.ndarray, cams: np.ndarray, k: int = 10, seed: int = 0,
@@ -42,3 +51,62 @@ def cross_camera_neighbour_share(features: np.ndarray, cams: np.ndarray, k: int 
     found = nb >= 0  # an approximate index marks neighbours it missed with -1
     other = (cams[np.where(found, nb, 0)] != cams[:, None]) & found
     return float(other.sum() / max(found.sum(), 1))
+
+
+def cross_camera_nearest(features: np.ndarray, cams: np.ndarray, rows=None, pool=None) -> np.ndarray:
+    """The nearest neighbour (cosine, exact) of images among the images of the other cameras.
+
+    Args:
+        features: (N, D) float features (L2-normalised here). cams: (N,) int camera ids.
+        rows: (R,) int indices of the images to look up (default: all N).
+        pool: (P,) int indices of the images searched (default: all N).
+    Returns:
+        (R,) int64 indices into the N images; -1 where no other camera has an image in the pool.
+    """
+    cams = np.asarray(cams)
+    x = l2_normalize(np.asarray(features, dtype=np.float32))
+    rows = np.arange(len(cams)) if rows is None else np.asarray(rows, dtype=np.int64)
+    pool = np.arange(len(cams)) if pool is None else np.asarray(pool, dtype=np.int64)
+    nearest = np.full(len(rows), -1, dtype=np.int64)
+    for c in np.unique(cams[rows]):
+        inside, outside = np.flatnonzero(cams[rows] == c), pool[cams[pool] != c]
+        if len(outside):
+            _, idx = faiss.knn(np.ascontiguousarray(x[rows[inside]]), np.ascontiguousarray(x[outside]), 1,
+                               metric=faiss.METRIC_INNER_PRODUCT)
+            nearest[inside] = outside[idx[:, 0]]
+    return nearest
+
+
+def cross_camera_mutual(features: np.ndarray, cams: np.ndarray, rows=None, back_among_rows=False) -> float:
+    """Share of images that are their cross-camera nearest neighbour's cross-camera nearest neighbour.
+
+    Args:
+        features: (N, D) float features. cams: (N,) int camera ids.
+        rows: (R,) int indices of the images scored (default: all); their neighbours are
+            searched among all N images.
+        back_among_rows: search the neighbour's own nearest among the R scored images only
+            (held-out images then never compete with trained ones, which training pulls
+            together whatever their true identity).
+    Returns:
+        float in [0, 1]; NaN with fewer than 2 cameras.
+    """
+    rows = np.arange(len(cams)) if rows is None else np.asarray(rows, dtype=np.int64)
+    nearest = cross_camera_nearest(features, cams, rows)
+    ok = nearest >= 0
+    if not ok.any():
+        return float("nan")
+    back = cross_camera_nearest(features, cams, nearest[ok], pool=rows if back_among_rows else None)
+    return float(np.mean(back == rows[ok]))
+
+
+# The signals CALR.SELECT.SIGNAL can name (bench/quality_signal.py scores them and more):
+# name -> fn(features (N, D), cams (N,), rows (R,) or None) -> float.
+SIGNALS = {
+    # Held-out images (rows) against each other: an image's nearest neighbour in the other
+    # cameras is searched among all images, that neighbour's own nearest among the held-out
+    # ones (docs/RESULTS.md 2g: searched among all images, the share falls as training pulls
+    # the trained images together, while mAP rises).
+    "cross_camera_mutual": functools.partial(cross_camera_mutual, back_among_rows=True),
+}
+# Signals whose value is a share of the scored images (their noise is binomial).
+SHARES = ("cross_camera_mutual",)

@@ -1,0 +1,58 @@
+"""Label-free quality signals (labels/signals.py) on small synthetic feature sets (numpy, seconds)."""
+import numpy as np
+
+from calr_plugin.labels.signals import SIGNALS, cross_camera_mutual, cross_camera_nearest
+
+
+def pairs(num_people=40, dim=32, noise=0.0, num_cams=2, seed=0):
+    """One image per person and camera: person vector + noise. Returns (N, D), (N,) cams, (N,) ids."""
+    rng = np.random.default_rng(seed)
+    ident = rng.standard_normal((num_people, dim))
+    feats = np.concatenate([ident + noise * rng.standard_normal(ident.shape) for _ in range(num_cams)])
+    return feats.astype(np.float32), np.repeat(np.arange(num_cams), num_people), np.tile(np.arange(num_people), num_cams)
+
+
+def test_the_cross_camera_nearest_neighbour_is_in_another_camera_and_is_the_person():
+    feats, cams, ids = pairs(num_cams=3, noise=0.05)
+    nearest = cross_camera_nearest(feats, cams)
+    assert (cams[nearest] != cams).all()
+    assert (ids[nearest] == ids).all()
+
+
+def test_mutual_share_falls_as_cross_camera_matching_gets_worse():
+    shares = [np.mean([cross_camera_mutual(*pairs(num_people=100, noise=noise, seed=s)[:2]) for s in range(3)])
+              for noise in (0.05, 1.0, 5.0)]
+    assert shares[0] == 1.0  # every person's two images are each other's nearest across cameras
+    assert all(a > b for a, b in zip(shares, shares[1:])), shares
+    # Features that no longer match people: only the chance share of random points whose
+    # nearest neighbours happen to be mutual (about half at this size and dimension).
+    assert shares[-1] < 0.55
+
+
+def test_mutual_share_drops_when_the_features_learn_the_cameras():
+    feats, cams, _ = pairs(noise=0.3)
+    rng = np.random.default_rng(1)
+    # A model that has learned each camera's sequence: images far apart inside a camera keep
+    # only a camera-wise code, nothing shared with the other camera.
+    learned = np.concatenate([feats[:, :8] * 0.05, rng.standard_normal((len(cams), 24)) * 3.0], axis=1)
+    assert cross_camera_mutual(learned, cams) < 0.5 * cross_camera_mutual(feats, cams)
+
+
+def test_one_camera_has_no_mutual_share_and_single_images_are_skipped():
+    feats, cams, _ = pairs()
+    assert np.isnan(cross_camera_mutual(feats, np.zeros_like(cams)))
+    assert (cross_camera_nearest(feats, np.zeros_like(cams)) == -1).all()
+
+
+def test_held_out_images_are_scored_against_each_other_not_against_trained_ones():
+    feats, cams, ids = pairs(num_people=60, noise=0.4, seed=3)
+    rows = np.flatnonzero(ids < 20)  # both images of 20 people held out
+    assert cross_camera_mutual(feats, cams, rows, back_among_rows=True) == 1.0
+    # Training pulled every trained image of camera 1 next to a camera-0 image of a held-out
+    # person: those images' nearest neighbours are no longer the held-out partners.
+    fitted = feats.copy()
+    trained_c1 = np.flatnonzero((cams == 1) & (ids >= 20))
+    fitted[trained_c1] = feats[(ids[trained_c1] % 20)] + 0.01 * np.random.default_rng(0).standard_normal((40, 32))
+    assert cross_camera_mutual(fitted, cams, rows) <= 0.5  # neighbours' nearest searched among all
+    assert cross_camera_mutual(fitted, cams, rows, back_among_rows=True) == 1.0
+    assert SIGNALS["cross_camera_mutual"](fitted, cams, rows) == 1.0  # what the selection reads
