@@ -94,3 +94,11 @@ def test_a_share_must_beat_the_start_by_its_noise_to_replace_it(tmp_path, monkey
         epoch(sel, model, trained, score)
     assert saved(tmp_path)["selection"]["epoch"] == 4
     assert json.loads((tmp_path / "selection.json").read_text())["margin"] == pytest.approx(margin)
+
+
+def test_a_run_begun_before_selection_existed_resumes_without_a_start(tmp_path):
+    model, sel = torch.nn.Linear(2, 2), Selector(cfg(tmp_path), np.array([0, 1]))
+    for trained, score in [(3, 0.3), (4, 0.5), (5, 0.4)]:  # no record, no epoch 0: resumed at 3
+        epoch(sel, model, trained, score)
+    assert saved(tmp_path)["selection"]["epoch"] == 4
+    assert "the start not scored" in sel.summary()

@@ -2,6 +2,7 @@
 the MOT parser and the offline detector (calr_plugin/data/video_io.py)."""
 import csv
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -173,3 +174,76 @@ def test_stage1_keeps_tracklet_folders_whole_and_no_tracklet_folder_is_an_error(
     loose = TrainSet([(f"/x/train/c{c}/{i}.jpg", None, f"reidfolder_c{c}") for c in (1, 2) for i in range(4)])
     with pytest.raises(DataError, match="DATASETS.TRACKLETS folder: no training image is in a tracklet folder"):
         tracklets_of(loose)
+
+
+def test_split_rows_keeps_one_person_per_tracklet_and_one_query_per_person_and_camera():
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    from video_test_split import split_rows
+
+    rows = [{"camera": c, "tracklet": t, "frame": str(f), "path": f"{c}/{t}/{f}.jpg"}
+            for c, t, f in [("b", "t1", 1), ("b", "t1", 2), ("b", "t1", 3), ("b", "t1", 4), ("a", "t9", 7),
+                            ("a", "t9", 8), ("a", "t2", 9)]]
+    pids = np.array([5, 5, 7, 5, 5, -1, 3])
+    query, gallery, left = split_rows(rows, pids)
+    assert left == {"no ground truth": 1, "not the tracklet's person": 1}  # frame 3 of t1 is person 7
+    assert [name for *_, name in query] == ["0005_c1s1_000007_00.jpg", "0003_c1s1_000009_00.jpg",
+                                            "0005_c2s1_000001_00.jpg"]  # camera a is c1: names sorted
+    assert [name for *_, name in gallery] == ["0005_c2s1_000002_00.jpg", "0005_c2s1_000004_00.jpg"]
+
+
+def test_a_test_split_from_video_leaves_the_querys_own_tracklet_out_of_its_gallery(network, tmp_path):
+    """The split's tracklets are pure, so the Market rule ignores every frame of the query's
+    tracklet: at distance 0 (near-duplicates) or far, the mAP is the same."""
+    from fastreid.evaluation.rank import evaluate_rank
+
+    net, _ = network
+    crops = tmp_path / "crops"
+    assert run_tool("--videos", str(net / "videos"), "--dets", str(net / "dets"), "--out", str(crops)).returncode == 0
+    split = subprocess.run([sys.executable, os.path.join(REPO, "tools", "video_test_split.py"), "--crops", str(crops),
+                            "--gt", str(net / "gt"), "--out", str(crops)], capture_output=True, text=True, timeout=300)
+    assert split.returncode == 0, split.stderr
+    assert "queries and" in split.stdout and "left out" in split.stdout
+    rows = {r["path"]: r for r in csv.DictReader(open(crops / "crops.csv"))}
+
+    def items(sub):
+        names = sorted(os.listdir(crops / sub))
+        pid = np.array([int(n[:4]) for n in names])
+        cam = np.array([int(n.split("_")[1][1]) for n in names])
+        return names, pid, cam
+
+    qn, qp, qc = items("query")
+    gn, gp, gc = items("bounding_box_test")
+    assert len(qn) == len(set(zip(qp, qc))) and len(gn) > len(qn)
+    # Which tracklet each split image came from: the crops are copies, so match by content.
+    by_bytes = {open(crops / p, "rb").read(): (r["camera"], r["tracklet"]) for p, r in rows.items()}
+    qt = [by_bytes[open(crops / "query" / n, "rb").read()] for n in qn]
+    gt_ = [by_bytes[open(crops / "bounding_box_test" / n, "rb").read()] for n in gn]
+    same = np.array([[a == b for b in gt_] for a in qt])
+    assert same.any(axis=1).mean() > 0.5  # most queries have frames of their own tracklet in the gallery
+    rng = np.random.default_rng(0)
+    dist = rng.uniform(0.5, 1.0, (len(qn), len(gn)))
+    near = np.where(same, 0.0, dist)
+    far = np.where(same, 2.0, dist)
+    cmc_a, ap_a, _ = evaluate_rank(near, qp, gp, qc, gc, max_rank=5, use_cython=False)
+    cmc_b, ap_b, _ = evaluate_rank(far, qp, gp, qc, gc, max_rank=5, use_cython=False)
+    assert np.allclose(ap_a, ap_b) and np.allclose(cmc_a, cmc_b)
+    # FastReID's evaluation reads the split next to the training camera folders.
+    ev = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file",
+                         os.path.join(REPO, "configs", "CALR", "cuhk01_mobilenetv2.yml"), "--eval-only",
+                         "DATASETS.FOLDER", str(crops), "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "eval")],
+                        capture_output=True, text=True, timeout=600)
+    assert ev.returncode == 0, ev.stderr[-2000:]
+    assert 0 < json.load(open(tmp_path / "eval" / "eval_results.json"))["mAP"] <= 100
+
+
+def test_the_split_tool_names_a_missing_table_or_ground_truth_file(tmp_path, capsys):
+    sys.path.insert(0, os.path.join(REPO, "tools"))
+    from video_test_split import main
+
+    assert main(["--crops", str(tmp_path), "--gt", str(tmp_path), "--out", str(tmp_path)]) == 2
+    assert "no crops.csv" in capsys.readouterr().err
+    with open(tmp_path / "crops.csv", "w") as f:
+        f.write("camera,tracklet,frame,x,y,w,h,score,path\nc7,t1,1,0,0,10,20,0.9,train/c7/t1/000001.jpg\n")
+    assert main(["--crops", str(tmp_path), "--gt", str(tmp_path / "gt"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "no ground truth for camera c7" in err and "c7.txt" in err

@@ -85,8 +85,10 @@ class Selector:
         best, margin = rec["selected"], self.margin(rec["start"])
         rec["margin"] = margin
         # A trained epoch replaces the start only when it beats it by more than the score's
-        # noise, and then whatever the best epoch so far is.
-        if best is None or trained_epochs == 0 or score > max(best["score"], rec["start"] + margin):
+        # noise, and then whatever the best epoch so far is. (No start: a run begun before
+        # selection existed, resumed; its best epoch since the resume is kept.)
+        bar = max(best["score"], rec["start"] + margin if rec["start"] is not None else -np.inf) if best else None
+        if best is None or trained_epochs == 0 or score > bar:
             rec["selected"] = {"epoch": trained_epochs, "score": score}
             # The checkpoint first, with its own copy of the pick: a kill between the two
             # writes leaves a record that _load corrects from the checkpoint.
@@ -104,7 +106,7 @@ class Selector:
     def margin(self, start):
         """How far a score must move from the start's to count: for a share of the R scored
         images, MARGIN_Z standard errors of a difference of two shares, z sqrt(2 p (1 - p) / R)
-        at the start's share p; 0 for other signals. z = 2 was set before any run was scored."""
+        at the start's share p; 0 for other signals. z = 2 is a round value, not tuned on mAP."""
         if self.name not in SHARES or start is None:
             return 0.0
         r = len(self.rows) if self.rows is not None else len(self.cams)
@@ -120,5 +122,6 @@ class Selector:
         last = max(rec["history"], key=int)
         what = "the untrained start: no epoch scored above it by more than the noise" if sel["epoch"] == 0 else \
             f"the model after {sel['epoch']} stage-2 epoch(s)"
+        start = "not scored (resumed from an older run)" if start is None else f"{start:.4f}"
         return (f"{os.path.join(self.dir, SELECTED)}: {what} ({self.name} {sel['score']:.4f}; the start "
-                f"{start:.4f}, the final model {rec['history'][last]:.4f}); every epoch's score is in {RECORD}")
+                f"{start}, the final model {rec['history'][last]:.4f}); every epoch's score is in {RECORD}")
