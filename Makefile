@@ -33,8 +33,10 @@ $(STAMP): setup.py Makefile
 	$(PY) tools/build_rank_cy.py
 	touch $(STAMP)
 
+# Two xdist workers, one thread each (tests/conftest.py), a test file per worker at a time
+# (module fixtures train once): 30 min serial on 2 cores.
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 DEMO_WEIGHTS := output/weights/mobilenetv2_imagenet.pth
 

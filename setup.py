@@ -40,7 +40,7 @@ setup(
     extras_require={
         # GPU kNN for the label step; pick the wheel that matches your CUDA.
         "gpu": ["faiss-gpu>=1.7.3,<2"],
-        "dev": ["pytest>=7,<10", "Cython>=3,<4"],
+        "dev": ["pytest>=7,<10", "pytest-xdist>=3.5,<4", "Cython>=3,<4"],
         # tools/export_onnx.py: ONNX export (onnx) checked with ONNX Runtime.
         "deploy": ["onnx>=1.16,<2", "onnxruntime>=1.18,<2"],
         # CALRReID in trackers (calr_plugin/deploy/tracking.py, tests/test_tracker.py). BoxMOT itself

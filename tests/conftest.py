@@ -4,7 +4,9 @@ import tempfile
 
 # Before calr_plugin/fastreid are imported (FastReID reads it at import time).
 os.environ["FASTREID_DATASETS"] = tempfile.mkdtemp(prefix="calr_datasets_")
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# `make test` runs two pytest-xdist workers on the 2 cores: one thread each (two processes
+# with two threads each fight for the cores, ~10x slower steps); alone, two threads.
+os.environ.setdefault("OMP_NUM_THREADS", "1" if os.environ.get("PYTEST_XDIST_WORKER") else "2")
 
 import pytest  # noqa: E402
 

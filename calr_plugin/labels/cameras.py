@@ -136,9 +136,13 @@ def infer_cameras(features: np.ndarray, num_cameras=None, k=None, max_cameras: i
     if num_cameras is None or style is None:
         lap, vecs = _spectrum(features, k, n_eig, seed, knn)
     if num_cameras is None:
-        gaps = np.diff(lap[: max_cameras + 1])
+        # Eigenvalues of disconnected groups are 0 up to solver noise (~1e-15, its sign and
+        # order vary by CPU): read them as 0, so that more groups than the window hold gives
+        # equal gaps, and the largest C among equal gaps is taken (the cap, said as at_cap).
+        window = np.where(lap[: max_cameras + 1] < 1e-6, 0.0, lap[: max_cameras + 1])
+        gaps = np.diff(window)
         gaps[0] = -np.inf  # C >= 2: a single camera leaves nothing to refine
-        num_cameras, chosen_by = int(np.argmax(gaps)) + 1, "eigengap"
+        num_cameras, chosen_by = int(np.flatnonzero(gaps == gaps.max())[-1]) + 1, "eigengap"
         at_cap = num_cameras >= min(max_cameras, n_eig - 1)
     grouped_by = "embedding" if style is None else "style"
     if num_cameras == 1:
