@@ -144,6 +144,13 @@ def add_calr_config(cfg):
     # chosen from the unlabeled training features at start-up (calr_plugin/labels/auto.py).
     _C.CALR.STAGE1.CLUSTER_RATIO = 0.2
     _C.CALR.STAGE1.NUM_CLUSTERS = 0
+    # With DATASETS.TRACKLETS folder and crops named by frame (<tracklet>/<frame>.jpg): two
+    # tracklets of one camera seen at the same time are two people (a cannot-link), and
+    # each camera is cut at the highest merge that joins at most this share of such pairs,
+    # so K_c comes from the tracklets (labels/tracklet_links.py); cameras with no such pair
+    # keep CLUSTER_RATIO. CANNOT_LINKS False: must-links only.
+    _C.CALR.STAGE1.CANNOT_LINKS = True
+    _C.CALR.STAGE1.CANNOT_LINK_SHARE = 0.01
     # Which clustering becomes the local labels: "final" epoch (paper) or best
     # "silhouette" (authors' code).
     _C.CALR.STAGE1.SELECT = "final"
@@ -416,6 +423,7 @@ def validate_calr(cfg):
     need(is_auto(s1.CLUSTER_RATIO) or 0 < s1.CLUSTER_RATIO <= 1, "CALR.STAGE1.CLUSTER_RATIO",
          "a fraction in (0, 1] or auto")
     need(s1.NUM_CLUSTERS >= 0, "CALR.STAGE1.NUM_CLUSTERS", "an integer >= 0 (0 = use CLUSTER_RATIO)")
+    need(0 <= s1.CANNOT_LINK_SHARE < 1, "CALR.STAGE1.CANNOT_LINK_SHARE", "a share in [0, 1)")
     one_of("CALR.STAGE1.SELECT", ("final", "silhouette"))
     need(0 <= c.SELECT.HOLDOUT < 0.5, "CALR.SELECT.HOLDOUT", "a share of the training images in [0, 0.5)")
     need(c.SELECT.SIGNAL in ("",) + tuple(SIGNALS), "CALR.SELECT.SIGNAL",

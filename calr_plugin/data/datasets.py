@@ -279,10 +279,13 @@ class TrainSet:
             holds inferred pseudo-cameras (``DATASETS.CAMERAS infer``), for reporting.
         groups (ndarray | None): (N,) int64 tracklet of each image (``tracklet_groups``;
             -1: in none), with ``DATASETS.TRACKLETS folder``; None otherwise.
+        frames (ndarray | None): (N,) int64 frame number of each image, read from its file
+            name (``tracklet_frames``; -1: not a number), alongside ``groups``.
     """
 
     given_cams = None
     groups = None
+    frames = None
 
     def __init__(self, items, keep_gt=True):
         items = sorted(items, key=lambda it: it[0])
@@ -318,6 +321,7 @@ class TrainSet:
         out.gt = None if self.gt is None else self.gt[idx]
         out.given_cams = None if self.given_cams is None else self.given_cams[idx]
         out.groups = None if self.groups is None else self.groups[idx]
+        out.frames = None if self.frames is None else self.frames[idx]
         return out
 
 
@@ -338,15 +342,37 @@ def tracklet_groups(paths, cameras):
     return out
 
 
+def tracklet_frames(paths):
+    """(N,) int64 frame number of each image: its file name without the extension
+    (``tools/video_to_crops.py`` writes ``<tracklet>/<frame>.jpg``); -1 where that is not a number.
+
+    Args:
+        paths (list[str]): N image paths.
+    """
+    stems = (os.path.splitext(os.path.basename(p))[0] for p in paths)
+    return np.array([int(s) if s.isdigit() else -1 for s in stems], dtype=np.int64)
+
+
 def tracklets_of(train_set):
-    """``tracklet_groups`` of a TrainSet, logged; DATASETS.TRACKLETS folder with no tracklet folder
-    is a DataError (the layout is wrong, and the must-links would silently do nothing)."""
+    """Sets ``groups`` and ``frames`` of a TrainSet (``tracklet_groups``, ``tracklet_frames``)
+    and logs them; DATASETS.TRACKLETS folder with no tracklet folder is a DataError (the
+    layout is wrong, and the must-links would silently do nothing).
+
+    Returns:
+        TrainSet: ``train_set``.
+    """
     groups = tracklet_groups(train_set.paths, [train_set.cam_names[c] for c in train_set.cams])
     inside = int((groups >= 0).sum())
     if not inside:
         raise DataError("DATASETS.TRACKLETS folder: no training image is in a tracklet folder; expected "
                         "train/<camera>/<tracklet>/<image> (tools/video_to_crops.py writes that layout)")
+    frames = tracklet_frames(train_set.paths)
+    numbered = int(((frames >= 0) & (groups >= 0)).sum())
     logging.getLogger("fastreid." + __name__).info(
         f"tracklets: {int(groups.max()) + 1} tracklet folders hold {inside} of {len(groups)} training images; "
-        f"stage 1 keeps each in one local cluster")
-    return groups
+        f"stage 1 keeps each in one local cluster"
+        + (f"; tracklets of one camera seen at the same time are cannot-links ({numbered} tracklet images named "
+           f"by frame number)" if numbered else
+           "; no image is named by its frame number (<frame>.jpg), so no cannot-links: K_c from the cluster ratio"))
+    train_set.groups, train_set.frames = groups, frames
+    return train_set

@@ -1,4 +1,4 @@
-"""Training hooks: pseudo labels every epoch (stage 1 and stage 2) and resume checkpoints.
+"""Label hooks: pseudo labels every epoch (stage 1 and stage 2).
 
 Shape shorthand: N training images, D feature dims, K clusters, C cameras.
 
@@ -326,9 +326,11 @@ class Stage1LabelHook(LabelHook):
     def make_labels(self, feats, epoch):
         p = self.params
         silhouette = self.cfg.CALR.STAGE1.SELECT == "silhouette"
+        s1 = self.cfg.CALR.STAGE1
         r = intra_camera_labels(feats, self.train_set.cams, k1=p.k1, k2=p.k2, ratio=p.local_ratio,
-                                num_clusters=p.local_num_clusters, silhouette=silhouette,
-                                groups=self.train_set.groups)
+                                num_clusters=p.local_num_clusters, silhouette=silhouette, groups=self.train_set.groups,
+                                frames=self.train_set.frames if s1.CANNOT_LINKS else None,
+                                tolerance=s1.CANNOT_LINK_SHARE)
         stats = {"stage1/num_clusters": int(r.num_clusters.sum())}
         if silhouette:
             stats["stage1/silhouette"] = float(np.nanmean(r.silhouette))
@@ -358,42 +360,3 @@ class Stage1LabelHook(LabelHook):
         if "stage1/silhouette" in stats:
             stats = dict(stats, silhouette=np.array(stats["stage1/silhouette"]))
         super().save(epoch, labels, weights, stats)
-
-
-class ProgressBar(HookBase):
-    """A tqdm bar with ETA over each epoch's iterations, on the main process of an
-    interactive terminal; in logs (CI, files) FastReID's metric lines do this job."""
-
-    def __init__(self, desc):
-        self.desc = desc
-        self.bar = None
-
-    def before_epoch(self):
-        import sys
-
-        from tqdm import tqdm
-
-        t = self.trainer
-        if sys.stderr.isatty():
-            self.bar = tqdm(total=t.iters_per_epoch, desc=f"{self.desc} epoch {t.epoch + 1}/{t.max_epoch}",
-                            unit="it", leave=False)
-
-    def after_step(self):
-        if self.bar is not None:
-            self.bar.update(1)
-
-    def after_epoch(self):
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-
-class ResumeCheckpointer(HookBase):
-    """Saves ``model_last.pth`` (atomically) after every epoch, so ``--resume`` loses at
-    most the epoch in progress, whatever SOLVER.CHECKPOINT_PERIOD is."""
-
-    def __init__(self, checkpointer):
-        self.checkpointer = checkpointer
-
-    def after_epoch(self):
-        self.checkpointer.save("model_last", epoch=self.trainer.epoch)

@@ -29,7 +29,8 @@ from ..utils.atomic import atomic_write_text
 from ..utils.dist import broadcast_buffers, broadcast_from_main
 from .checkpoint import check_head_matches
 from .features import engine_record
-from .hooks import ProgressBar, ResumeCheckpointer, Stage1LabelHook, Stage2LabelHook
+from .hooks import Stage1LabelHook, Stage2LabelHook
+from .run_hooks import ProgressBar, ResumeCheckpointer
 from .stage1 import load_local_labels, run_stage1
 
 logger = logging.getLogger("fastreid." + __name__)  # shares FastReID's console and log.txt
@@ -98,7 +99,7 @@ class CALRTrainer(DefaultTrainer):
         if self.is_calr:
             self.train_set = train_set or TrainSet(train_items(cfg))
             if train_set is None and cfg.DATASETS.TRACKLETS == "folder":
-                self.train_set.groups = tracklets_of(self.train_set)
+                tracklets_of(self.train_set)
             if stage == 2:
                 from ..auto.settings import resolve
 

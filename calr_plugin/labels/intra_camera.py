@@ -6,7 +6,9 @@ k-reciprocal parameters, K_c clusters of camera c.
 Reference §5 step 2-3 (authors' ``intra_camera_training.py``): for every camera separately,
 J = k-reciprocal Jaccard distance (k1 = 15, k2 = 4), then
 ``AgglomerativeClustering(n_clusters=N_c // 5, metric="precomputed", linkage="average")``;
-every image gets a label (no outliers). The paper only says "N_c / 5 clusters".
+every image gets a label (no outliers). The paper only says "N_c / 5 clusters". With tracklets
+(beyond the paper), a tracklet is never split, and where tracklets of a camera were seen at the
+same time the cut comes from them instead of a count (``tracklet_links.py``).
 
 The Jaccard distance is the algorithm of ``fastreid.utils.compute_dist.compute_jaccard_distance``
 (k-reciprocal sets, expansion by half-k sets, softmax V, query expansion over k2, then
@@ -28,8 +30,9 @@ import scipy.sparse as sp
 from scipy.cluster.hierarchy import linkage
 from sklearn.metrics import silhouette_score
 
-from .infomap_cluster import relabel_by_first_member
 from .knn import l2_normalize
+from .tracklet_links import cannot_link_distance, cannot_link_pairs, co_occurring, joined_share
+from .tree import cut_tree, highest_cut
 
 __all__ = [
     "jaccard_distance",
@@ -170,23 +173,6 @@ def jaccard_distance(features: np.ndarray, k1: int = 15, k2: int = 4) -> np.ndar
     return out
 
 
-def cut_tree(z: np.ndarray, n: int, n_clusters: int) -> np.ndarray:
-    # Same partition as sklearn's _hc_cut: undoing the last n_clusters - 1 merges equals
-    # keeping the first n - n_clusters. Roots are found by pointer jumping (log depth passes).
-    m = n - n_clusters
-    parent = np.arange(2 * n - 1, dtype=np.int64)
-    children = z[:m, :2].astype(np.int64)
-    new_ids = n + np.arange(m, dtype=np.int64)
-    parent[children[:, 0]] = new_ids
-    parent[children[:, 1]] = new_ids
-    while True:
-        nxt = parent[parent]
-        if np.array_equal(nxt, parent):
-            break
-        parent = nxt
-    return relabel_by_first_member(parent[:n])
-
-
 def _group_pairs(groups: np.ndarray):
     """(rows, cols), i < j, of the pairs of images in the same group (groups >= 0)."""
     order = np.flatnonzero(groups >= 0)
@@ -209,7 +195,13 @@ def num_units(groups: Optional[np.ndarray], n: int) -> int:
     return int(len(np.unique(g[g >= 0])) + (g < 0).sum())
 
 
-def jaccard_average_linkage(x: np.ndarray, k1: int = 15, k2: int = 4, groups: Optional[np.ndarray] = None):
+def _condensed(n: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    # Condensed index of (i, j), i < j, in scipy's squareform order.
+    return n * rows - rows * (rows + 1) // 2 + (cols - rows - 1)
+
+
+def jaccard_average_linkage(x: np.ndarray, k1: int = 15, k2: int = 4, groups: Optional[np.ndarray] = None,
+                            cannot=None):
     """Average-linkage tree of one camera's images on the k-reciprocal Jaccard distance.
 
     Args:
@@ -218,40 +210,51 @@ def jaccard_average_linkage(x: np.ndarray, k1: int = 15, k2: int = 4, groups: Op
             distance 0 from each other and every other pair 1 further (a must-link): average
             linkage merges each tracklet whole first, so a cut into at most ``num_units``
             clusters never separates one.
+        cannot: None, or (rows, cols) image pairs i < j of co-occurring tracklets
+            (``tracklet_links.cannot_link_pairs``; needs groups). Then two trees are built:
+            the must-link one, and one with these pairs at ``cannot_link_distance``.
     Returns:
-        tuple: scipy linkage matrix (N_c - 1, 4), and the sparse distances (rows, cols,
-        dist) of the pairs i < j with shared support (every other pair is at distance 1).
+        tuple: scipy linkage matrix (N_c - 1, 4) (with ``cannot``: a pair, must-link tree
+        and cannot-link tree), and the sparse distances (rows, cols, dist) of the pairs
+        i < j with shared support (every other pair is at distance 1).
     """
     n = x.shape[0]
     rows, cols, s, _ = _jaccard_overlap(x, k1, k2)
     dist = _overlap_to_distance(s)
-    # Condensed index of (i, j), i < j, in scipy's squareform order.
     cond = np.ones(n * (n - 1) // 2, dtype=np.float64)
-    cond[n * rows - rows * (rows + 1) // 2 + (cols - rows - 1)] = dist
+    cond[_condensed(n, rows, cols)] = dist
     if groups is not None:
         # Every pair of one tracklet at 0, every other pair shifted up by 1: all tracklets are
         # whole before any other merge (a Jaccard distance can itself be 0, so 0 alone would
         # not be first), and since each later cluster pair's average rises by exactly 1, the
         # later merges come in the order plain average linkage of the tracklets gives.
         cond += 1.0
-        gr, gc = _group_pairs(np.asarray(groups))
-        cond[n * gr - gr * (gr + 1) // 2 + (gc - gr - 1)] = 0.0
-    return linkage(cond, method="average"), rows, cols, dist
+        cond[_condensed(n, *_group_pairs(np.asarray(groups)))] = 0.0
+    z = linkage(cond, method="average")
+    if cannot is None:
+        return z, rows, cols, dist
+    cond[_condensed(n, *cannot)] = cannot_link_distance(n)
+    return (z, linkage(cond, method="average")), rows, cols, dist
 
 
 def cluster_camera(
     features: np.ndarray, n_clusters: int, k1: int = 15, k2: int = 4, silhouette: bool = True,
-    groups: Optional[np.ndarray] = None,
+    groups: Optional[np.ndarray] = None, frames: Optional[np.ndarray] = None, tolerance: float = 0.01,
 ) -> Tuple[np.ndarray, float]:
     """Average-linkage clustering of one camera's images on the Jaccard distance.
 
     Args:
         features: (N_c, D) float features of one camera (used as given).
-        n_clusters: K_c, clamped to [1, N_c] and to the camera's ``num_units`` with groups.
+        n_clusters: K_c, clamped to [1, N_c] and to the camera's ``num_units`` with groups;
+            not used where tracklets co-occur (below).
         k1, k2: Jaccard parameters (authors: 15, 4; a camera smaller than k1 uses k1 = N_c).
         silhouette: also return ``silhouette_score(J, labels, metric="precomputed")``; the
             authors keep the stage-1 epoch with the best silhouette (reference §5 step 5).
         groups: (N_c,) int tracklet ids (-1: none): must-links (``jaccard_average_linkage``).
+        frames: (N_c,) int frame numbers (-1: unknown) or None. Where two tracklets'
+            frame spans overlap (``tracklet_links``), they never share a cluster, and the
+            cut is the highest merge of the must-link tree that joins at most ``tolerance``
+            of those pairs: K_c comes from the data, not from ``n_clusters``.
 
     Returns:
         labels: (N_c,) int64 in 0..K_c-1, every image labelled, ordered by first member.
@@ -259,15 +262,23 @@ def cluster_camera(
     """
     x = np.ascontiguousarray(features, dtype=np.float32)
     n = x.shape[0]
-    n_clusters = int(min(max(n_clusters, 1), n, num_units(groups, n)))
-    if n_clusters == n:
-        return np.arange(n, dtype=np.int64), float("nan")
-    if n_clusters == 1:
-        return np.zeros(n, dtype=np.int64), float("nan")
-    z, rows, cols, dist = jaccard_average_linkage(x, k1, k2, groups)
-    labels = cut_tree(z, n, n_clusters)
+    pairs = co_occurring(groups, frames) if groups is not None and frames is not None else np.zeros((0, 2))
+    if len(pairs):
+        (z_must, z), rows, cols, dist = jaccard_average_linkage(x, k1, k2, groups, cannot_link_pairs(groups, pairs))
+        # Merges at 2 (1 + the shift) join clusters with no shared support at all.
+        m = highest_cut(z_must, n, lambda lab: joined_share(lab, groups, pairs) <= tolerance, ceiling=2.0 - 1e-9)
+        t = z_must[m - 1, 2] if m else -np.inf
+        labels = cut_tree(z, n, n - int(np.searchsorted(z[:, 2], t, side="right")))
+    else:
+        n_clusters = int(min(max(n_clusters, 1), n, num_units(groups, n)))
+        if n_clusters == n:
+            return np.arange(n, dtype=np.int64), float("nan")
+        if n_clusters == 1:
+            return np.zeros(n, dtype=np.int64), float("nan")
+        z, rows, cols, dist = jaccard_average_linkage(x, k1, k2, groups)
+        labels = cut_tree(z, n, n_clusters)
     score = float("nan")
-    if silhouette:
+    if silhouette and 1 < labels.max() + 1 < n:
         square = np.ones((n, n), dtype=np.float32)
         square[rows, cols] = dist
         square[cols, rows] = dist
@@ -312,6 +323,8 @@ def intra_camera_labels(
     num_clusters: Optional[int] = None,
     silhouette: bool = True,
     groups: Optional[np.ndarray] = None,
+    frames: Optional[np.ndarray] = None,
+    tolerance: float = 0.01,
 ) -> LocalLabels:
     """Stage-1 local labels for all images, one independent clustering per camera.
 
@@ -324,6 +337,10 @@ def intra_camera_labels(
         silhouette: compute the per-camera silhouette score.
         groups: (N,) int tracklet ids (-1: none) or None: a tracklet is never split across
             local clusters, and K_c is at most the camera's tracklets plus loose images.
+        frames: (N,) int frame numbers (-1: unknown) or None: with groups, co-occurring
+            tracklets are cannot-links and set K_c (``cluster_camera``); a camera where no
+            two tracklets overlap in time keeps ``ratio``.
+        tolerance: share of the co-occurring pairs the cut may join (``cluster_camera``).
 
     Returns:
         ``LocalLabels`` with (N,) int64 labels unique across cameras; no outliers.
@@ -342,8 +359,10 @@ def intra_camera_labels(
         sel = np.flatnonzero(inv == c)
         k_c = num_local_clusters(len(sel), ratio, num_clusters)
         g = None if groups is None else np.asarray(groups)[sel]
-        k_c = min(k_c, num_units(g, len(sel)))
-        lab, sil[c] = cluster_camera(l2_normalize(feats[sel]), k_c, k1, k2, silhouette, groups=g)
+        f = None if frames is None else np.asarray(frames)[sel]
+        lab, sil[c] = cluster_camera(l2_normalize(feats[sel]), k_c, k1, k2, silhouette, groups=g, frames=f,
+                                     tolerance=tolerance)
+        k_c = int(lab.max()) + 1
         labels[sel] = lab + offset
         n_clusters[c] = k_c
         offsets[c] = offset
