@@ -1,0 +1,144 @@
+#!/usr/bin/env python
+"""Benchmark: CALR trained from generated camera video, with and without tracklets (issue #24).
+
+Site A (training, no labels read): ``camera_network(3, 20, seed=--site)``, 240 frames of
+640x360, cut with ``tools/video_to_crops.py`` from its jittered detections. Site B (test,
+other people: ids 2001-2020, its own trajectories): cut the same way and written as A's
+labeled split with ``tools/video_test_split.py`` (MOT ground truth; a crop leaves the split
+when it matches no true box or is not its tracklet's majority person).
+
+Each seed runs ``tools/train_net.py --config-file --config`` on A's folder twice: without
+tracklets (the tracklet folders are plain sub-folders) and with ``DATASETS.TRACKLETS folder``
+(must-links, and cannot-links between tracklets seen at the same time). Printed per run and
+as mean +- sd over seeds: the final mAP / Rank-1 on B, and the stage-1 local labels
+(``stage1/local_labels.npz``) against the true people (pairwise, within each camera; the
+ids come from the crops' overlap with the true boxes and are read for this report only).
+
+    python bench/video_end_to_end.py --out output/video_e2e --seeds 1 2 3 [--jobs 2]
+
+A finished run (its ``wall.json``) is read, not rerun. ``--jobs 2`` runs two trainings at
+once with one thread each (on 2 cores, two default-thread runs fight for the cores).
+"""
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+from compare_runs import final_metrics  # noqa: E402
+
+ARMS = {"without tracklets": [], "with tracklets": ["DATASETS.TRACKLETS", "folder"]}
+
+
+def make_site(out, seed, first_pid):
+    """Generated video of one site, cut into crops; returns the crops folder."""
+    from calr_plugin.data.synthetic_video import camera_network, write_network
+
+    crops = os.path.join(out, "crops")
+    if not os.path.isfile(os.path.join(crops, "crops.csv")):
+        specs = camera_network(3, 20, seed=seed, num_frames=240, width=640, height=360, speed=(0.006, 0.012),
+                               first_pid=first_pid)
+        write_network(specs, out)
+        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "video_to_crops.py"), "--videos",
+                        os.path.join(out, "videos"), "--dets", os.path.join(out, "dets"), "--out", crops],
+                       check=True, capture_output=True)
+    return crops
+
+
+def true_ids(site):
+    """{crops.csv path: true person id or -1} of a generated site (report only)."""
+    from calr_plugin.data.tracklets import true_people
+    from calr_plugin.data.video_io import read_mot
+
+    with open(os.path.join(site, "crops", "crops.csv")) as f:
+        rows = list(csv.DictReader(f))
+    gt_of = {c: read_mot(os.path.join(site, "gt", f"{c}.txt")) for c in {r["camera"] for r in rows}}
+    return dict(zip((r["path"] for r in rows), true_people(rows, gt_of).tolist()))
+
+
+def local_quality(run, ids):
+    """Stage-1 labels of a run against the true people, within each camera (crops of nobody left out)."""
+    from calr_plugin.labels import cluster_metrics
+
+    saved = np.load(os.path.join(run, "stage1", "local_labels.npz"))
+    by_suffix = {p.split("/", 1)[1]: pid for p, pid in ids.items()}  # "train/<cam>/<t>/<f>.jpg" -> "<cam>/..."
+    pid = np.array([by_suffix[str(k)] for k in saved["keys"]])  # keys: "<cam>/<tracklet>/<frame>.jpg"
+    cams = np.array([str(k).split("/")[0] for k in saved["keys"]])
+    keep = pid >= 0
+    m = cluster_metrics(saved["labels"][keep], pid[keep], np.unique(cams[keep], return_inverse=True)[1],
+                        within_camera=True)
+    return {k: float(m[k]) for k in ("precision", "recall", "fscore", "num_clusters")}
+
+
+def run(args, train_folder, arm, seed, threads):
+    out = os.path.join(args.out, f"{'with' if ARMS[arm] else 'without'}_s{seed}")
+    done = os.path.join(out, "wall.json")
+    if os.path.isfile(done):
+        with open(done) as f:
+            return json.load(f)
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", args.config,
+           "DATASETS.FOLDER", train_folder, *ARMS[arm], "SEED", str(seed), "OUTPUT_DIR", out]
+    os.makedirs(out, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    t0 = time.time()
+    with open(os.path.join(out, "stdout.log"), "w") as log:
+        rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
+    if rc != 0:
+        raise SystemExit(f"video_end_to_end.py: {arm} seed {seed} failed (exit {rc}); see {out}/stdout.log")
+    record = {"command": " ".join(cmd[1:]), "seconds": time.time() - t0, "metrics": final_metrics(out)}
+    with open(done + ".tmp", "w") as f:
+        json.dump(record, f)
+    os.replace(done + ".tmp", done)
+    return record
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="output/video_e2e")
+    p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    p.add_argument("--site", type=int, default=0, help="the training site's generator seed")
+    p.add_argument("--config", default=os.path.join(ROOT, "configs", "CALR", "cuhk01_mobilenetv2.yml"))
+    p.add_argument("--jobs", type=int, default=1, choices=(1, 2))
+    args = p.parse_args()
+    args.out = os.path.abspath(args.out)
+    site_a, site_b = os.path.join(args.out, "site_train"), os.path.join(args.out, "site_test")
+    train_folder = make_site(site_a, args.site, 1001)
+    test_crops = make_site(site_b, args.site + 1000, 2001)
+    if not os.path.isdir(os.path.join(train_folder, "query")):
+        subprocess.run([sys.executable, os.path.join(ROOT, "tools", "video_test_split.py"), "--crops", test_crops,
+                        "--gt", os.path.join(site_b, "gt"), "--out", train_folder], check=True)
+    ids = true_ids(site_a)
+    jobs = [(arm, seed) for seed in args.seeds for arm in ARMS]
+    threads = 1 if args.jobs == 2 else int(os.environ.get("OMP_NUM_THREADS", 2))
+    with ThreadPoolExecutor(args.jobs) as pool:
+        records = list(pool.map(lambda j: run(args, train_folder, *j, threads), jobs))
+    table = {}
+    print(f"{'arm':18s} {'seed':>4s} {'mAP':>6s} {'Rank-1':>6s} {'local P':>7s} {'local R':>7s} {'local F':>7s} "
+          f"{'K local':>7s} {'min':>5s}")
+    for (arm, seed), rec in zip(jobs, records):
+        q = local_quality(os.path.join(args.out, f"{'with' if ARMS[arm] else 'without'}_s{seed}"), ids)
+        row = (rec["metrics"]["mAP"], rec["metrics"]["Rank-1"], q["precision"], q["recall"], q["fscore"],
+               q["num_clusters"])
+        table.setdefault(arm, []).append(row)
+        print(f"{arm:18s} {seed:4d} {row[0]:6.2f} {row[1]:6.2f} {row[2]:7.3f} {row[3]:7.3f} {row[4]:7.3f} "
+              f"{row[5]:7.0f} {rec['seconds'] / 60:5.1f}")
+    print(f"\n| arm | seeds | mAP | Rank-1 | local precision | local recall | local F | local clusters |")
+    print("|---|---|---|---|---|---|---|---|")
+    for arm, rows in table.items():
+        v = np.array(rows)
+        cells = [f"{m:.2f} +- {s:.2f}" if i < 2 else (f"{m:.3f} +- {s:.3f}" if i < 5 else f"{m:.0f}")
+                 for i, (m, s) in enumerate(zip(v.mean(0), v.std(0)))]
+        print(f"| {arm} | {len(rows)} | " + " | ".join(cells) + " |")
+
+
+if __name__ == "__main__":
+    main()
