@@ -14,7 +14,7 @@ as mean +- sd over seeds: the final mAP / Rank-1 on B, and the stage-1 local lab
 (``stage1/local_labels.npz``) against the true people (pairwise, within each camera; the
 ids come from the crops' overlap with the true boxes and are read for this report only).
 
-    python bench/video_end_to_end.py --out output/video_e2e --seeds 1 2 3 [--jobs 2]
+    python bench/video_end_to_end.py --out output/video_e2e --seeds 1 2 3 [--jobs 2] [--tag _k49 CALR.CLUSTER.K 49]
 
 A finished run (its ``wall.json``) is read, not rerun. ``--jobs 2`` runs two trainings at
 once with one thread each (on 2 cores, two default-thread runs fight for the cores).
@@ -79,14 +79,18 @@ def local_quality(run, ids):
     return {k: float(m[k]) for k in ("precision", "recall", "fscore", "num_clusters")}
 
 
+def run_dir(args, arm, seed):
+    return os.path.join(args.out, f"{'with' if ARMS[arm] else 'without'}{args.tag}_s{seed}")
+
+
 def run(args, train_folder, arm, seed, threads):
-    out = os.path.join(args.out, f"{'with' if ARMS[arm] else 'without'}_s{seed}")
+    out = run_dir(args, arm, seed)
     done = os.path.join(out, "wall.json")
     if os.path.isfile(done):
         with open(done) as f:
             return json.load(f)
     cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", args.config,
-           "DATASETS.FOLDER", train_folder, *ARMS[arm], "SEED", str(seed), "OUTPUT_DIR", out]
+           "DATASETS.FOLDER", train_folder, *ARMS[arm], "SEED", str(seed), "OUTPUT_DIR", out, *args.opts]
     os.makedirs(out, exist_ok=True)
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     t0 = time.time()
@@ -108,6 +112,8 @@ def main():
     p.add_argument("--site", type=int, default=0, help="the training site's generator seed")
     p.add_argument("--config", default=os.path.join(ROOT, "configs", "CALR", "cuhk01_mobilenetv2.yml"))
     p.add_argument("--jobs", type=int, default=1, choices=(1, 2))
+    p.add_argument("--tag", default="", help="suffix of the run folders (with<tag>_s<seed>)")
+    p.add_argument("opts", nargs="*", help="config overrides for both arms (KEY VALUE ...)")
     args = p.parse_args()
     args.out = os.path.abspath(args.out)
     site_a, site_b = os.path.join(args.out, "site_train"), os.path.join(args.out, "site_test")
@@ -125,7 +131,7 @@ def main():
     print(f"{'arm':18s} {'seed':>4s} {'mAP':>6s} {'Rank-1':>6s} {'local P':>7s} {'local R':>7s} {'local F':>7s} "
           f"{'K local':>7s} {'min':>5s}")
     for (arm, seed), rec in zip(jobs, records):
-        q = local_quality(os.path.join(args.out, f"{'with' if ARMS[arm] else 'without'}_s{seed}"), ids)
+        q = local_quality(run_dir(args, arm, seed), ids)
         row = (rec["metrics"]["mAP"], rec["metrics"]["Rank-1"], q["precision"], q["recall"], q["fscore"],
                q["num_clusters"])
         table.setdefault(arm, []).append(row)

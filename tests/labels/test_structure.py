@@ -69,12 +69,14 @@ def test_cameras_per_person_is_the_safe_bound():
 def test_many_images_per_person_do_not_make_one_pseudo_person_of_a_batch():
     """The regime of crops cut from video (m = 22 on 3 cameras): C * m gave NUM_INSTANCE 32
     (the whole batch) and MIN_SIZE 21. Now at least 4 pseudo-people per batch and the
-    authors' MIN_SIZE 5 and K 15 at most."""
+    authors' MIN_SIZE 5 at most; K takes a person's images over the cameras that see them
+    (with K <= m every neighbour is the same person in the same camera)."""
     feats, cams, _ = people(3, 22, num_people=12, seed=3)
     s = suggest_settings(feats, cams, ims_per_batch=32, stage1_ims_per_batch=32)
     assert s.m == 22
     assert s.values["DATALOADER.NUM_INSTANCE"] == 8 and s.values["CALR.STAGE1.NUM_INSTANCE"] == 8
-    assert s.values["CALR.CLUSTER.MIN_SIZE"] == 5 and s.values["CALR.CLUSTER.K"] == 15
+    assert s.values["CALR.CLUSTER.MIN_SIZE"] == 5
+    assert s.values["CALR.CLUSTER.K"] == int(np.ceil(s.structure.images_per_person)) + 1 > 2 * s.m
     assert "x 2 cameras per person" in s.rules["CALR.STAGE1.CLUSTER_RATIO"]
     one = suggest_settings(*people(2, 1, seed=4)[:2], ims_per_batch=32, stage1_ims_per_batch=32)
     assert one.m == 1 and one.values["CALR.STAGE1.CLUSTER_RATIO"] == 1.0  # one local cluster per image
