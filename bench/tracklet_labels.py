@@ -9,7 +9,10 @@ must-links (``DATASETS.TRACKLETS folder`` with ``CALR.STAGE1.CANNOT_LINKS False`
 must-links plus cannot-links between tracklets seen at the same time, which set K_c
 (the default with tracklets, ``CALR.STAGE1.CANNOT_LINK_SHARE``). Printed per site and as a
 mean: pairwise precision, recall and F of the local labels against the true people, within
-each camera (the pairs stage 1 can label), and the number of local clusters.
+each camera (the pairs stage 1 can label), and the number of local clusters. ``--m`` prints
+instead, per site, the images per person and camera (m) that ``auto`` reads: from the
+neighbour spacings (``estimate_images_per_cell``) and from the cannot-link cut
+(``images_per_cell_from_tracklets``), against the truth (crops over person-camera pairs).
 
 Sites: ``dev`` = ``camera_network(3, 20, seed)`` for seeds 0-4, 240 frames of 640x360 (the
 cannot-link rule and its share 0.01 were chosen on these); ``validation`` = six other
@@ -18,6 +21,7 @@ boxes, camera strength, person heights), run once after the rule was fixed.
 
     python bench/tracklet_labels.py --sites dev [--ratio 0.2]
     python bench/tracklet_labels.py --sites validation
+    python bench/tracklet_labels.py --sites dev --m
 """
 import argparse
 import csv
@@ -38,6 +42,7 @@ from calr_plugin.data.synthetic_video import camera_network, write_network  # no
 from calr_plugin.data.tracklets import true_people  # noqa: E402
 from calr_plugin.data.video_io import read_mot  # noqa: E402
 from calr_plugin.labels import cluster_metrics, intra_camera_labels  # noqa: E402
+from calr_plugin.labels.structure import estimate_images_per_cell, images_per_cell_from_tracklets  # noqa: E402
 
 
 # name -> (cameras, people, generator seed, VideoSpec fields)
@@ -53,7 +58,7 @@ VALIDATION = {
 ARMS = ("without tracklets", "must-links", "must- and cannot-links")
 
 
-def site(name, regime, tmp, reid, ratio):
+def site(name, regime, tmp, reid, ratio, m_only=False):
     cameras, people, seed, video = regime
     out = os.path.join(tmp, name)
     specs = camera_network(cameras, people, seed=seed, width=640, height=360, **video)
@@ -71,6 +76,10 @@ def site(name, regime, tmp, reid, ratio):
     groups = tracklet_groups(paths, [r["camera"] for r in rows])
     frames = tracklet_frames(paths)
     feats = reid(paths)
+    if m_only:
+        truth = len(pid) / len(np.unique(pid * 100 + cams))
+        return truth, estimate_images_per_cell(feats, cams)[0], images_per_cell_from_tracklets(
+            feats, cams, groups, frames)[0]
     result = {}
     for arm, kw in zip(ARMS, ({}, dict(groups=groups), dict(groups=groups, frames=frames))):
         labels = intra_camera_labels(feats, cams, k1=15, k2=4, ratio=ratio, silhouette=False, **kw).labels
@@ -79,13 +88,35 @@ def site(name, regime, tmp, reid, ratio):
     return len(rows), len(np.unique(groups)), len(np.unique(pid * 100 + cams)), result
 
 
+def print_m(args, reid):
+    """m per site: the truth, the spacing estimate and the tracklet estimate (relative error)."""
+    errors = {"spacings": [], "tracklets": []}
+    print(f"{'site':>5s} {'true m':>7s} {'spacings':>9s} {'error':>6s} {'tracklets':>9s} {'error':>6s}")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, regime in (DEV if args.sites == "dev" else VALIDATION).items():
+            truth, spacing, tracklets = site(name, regime, tmp, reid, args.ratio, m_only=True)
+            row = []
+            for key, est in (("spacings", spacing), ("tracklets", tracklets)):
+                err = float("nan") if est is None else est / truth - 1
+                errors[key].append(abs(err))
+                row.append(f"{est if est is not None else float('nan'):9.1f} {err:+6.0%}")
+            print(f"{name:>5s} {truth:7.1f} " + " ".join(row), flush=True)
+    for key, v in errors.items():
+        v = np.array(v)
+        print(f"{key}: mean |error| {np.nanmean(v):.0%}, worst {np.nanmax(v):.0%}, within 35 % on "
+              f"{int(np.sum(v <= 0.35))} of {len(v)} sites")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sites", choices=("dev", "validation"), default="dev")
     p.add_argument("--ratio", type=float, default=0.2)
     p.add_argument("--config", default="configs/CALR/demo_synthetic.yml")
+    p.add_argument("--m", action="store_true", help="print the m estimates against the truth instead")
     args = p.parse_args()
     reid = CALRReID(None, config_file=os.path.join(ROOT, args.config), device="cpu")
+    if args.m:
+        return print_m(args, reid)
     table = {}
     print(f"{'site':>5s} {'crops':>6s} {'tracklets':>9s} {'people x cameras':>16s} {'labels':24s} {'precision':>9s} "
           f"{'recall':>7s} {'F':>6s} {'clusters':>8s}")

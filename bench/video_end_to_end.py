@@ -21,11 +21,9 @@ once with one thread each (on 2 cores, two default-thread runs fight for the cor
 """
 import argparse
 import csv
-import json
 import os
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -33,8 +31,10 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tools"))
+sys.path.insert(0, os.path.join(ROOT, "bench"))
 
 from compare_runs import final_metrics  # noqa: E402
+from recorded_run import recorded_run  # noqa: E402
 
 ARMS = {"without tracklets": [], "with tracklets": ["DATASETS.TRACKLETS", "folder"]}
 
@@ -84,25 +84,10 @@ def run_dir(args, arm, seed):
 
 
 def run(args, train_folder, arm, seed, threads):
-    out = run_dir(args, arm, seed)
-    done = os.path.join(out, "wall.json")
-    if os.path.isfile(done):
-        with open(done) as f:
-            return json.load(f)
     cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", args.config,
-           "DATASETS.FOLDER", train_folder, *ARMS[arm], "SEED", str(seed), "OUTPUT_DIR", out, *args.opts]
-    os.makedirs(out, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    t0 = time.time()
-    with open(os.path.join(out, "stdout.log"), "w") as log:
-        rc = subprocess.call(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if rc != 0:
-        raise SystemExit(f"video_end_to_end.py: {arm} seed {seed} failed (exit {rc}); see {out}/stdout.log")
-    record = {"command": " ".join(cmd[1:]), "seconds": time.time() - t0, "metrics": final_metrics(out)}
-    with open(done + ".tmp", "w") as f:
-        json.dump(record, f)
-    os.replace(done + ".tmp", done)
-    return record
+           "DATASETS.FOLDER", train_folder, *ARMS[arm], "SEED", str(seed), "OUTPUT_DIR", run_dir(args, arm, seed),
+           *args.opts]
+    return recorded_run(cmd, run_dir(args, arm, seed), threads, final_metrics, cwd=ROOT)
 
 
 def main():

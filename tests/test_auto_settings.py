@@ -299,3 +299,29 @@ def test_an_old_file_hashed_by_file_name_matches_only_when_the_names_are_distinc
         old = dict({k: v for k, v in inputs.items() if k != "knn"}, images=by_name)
         assert (_with_old_defaults(old, inputs, train_set) == inputs) == reusable, frame_names
         assert _with_old_defaults(dict(old, seed=inputs["seed"] + 1), inputs, train_set) != inputs
+
+
+def test_with_tracklets_m_comes_from_the_cannot_link_cut(tmp_path):
+    """DATASETS.TRACKLETS folder with frame-numbered crops: m (and the values read from it)
+    come from the tracklets seen at the same time, and the saved choice says so; without
+    frame numbers the neighbour spacings are read as before."""
+    from calr_plugin.auto import settings as auto_settings
+    from labels.test_tracklet_links import people_in_one_camera
+
+    cams_feats = [people_in_one_camera(seed) for seed in (0, 1)]
+    feats = np.concatenate([f for f, *_ in cams_feats])
+    items = [(f"/data/train/cam{c}/t{g:02d}/{fr:06d}.jpg", None, f"cam{c}")
+             for c, (_, _, groups, frames) in enumerate(cams_feats) for g, fr in zip(groups, frames)]
+    train_set = TrainSet(items)  # sorted by path: cam0 then cam1, tracklet, frame, as generated
+    train_set.groups = np.concatenate([g + 100 * c for c, (_, _, g, _) in enumerate(cams_feats)])
+    train_set.frames = np.concatenate([fr for *_, fr in cams_feats])
+    cfg = tiny_cfg("CALR/Base-CALR.yml", tmp_path, "MODEL.DEVICE", "cpu", "SOLVER.AMP.ENABLED", "False",
+                   "CALR.STAGE1.K1", "8", "CALR.STAGE1.K2", "2", *AUTO)
+    out = auto_settings.choose(cfg, train_set, feats, ["CALR.CLUSTER.K", "CALR.STAGE1.CLUSTER_RATIO"])
+    assert out["images_per_person_and_camera"] == 12.0
+    assert out["structure"]["evidence"]["m"]["from"] == "tracklets"
+    assert out["values"]["CALR.STAGE1.CLUSTER_RATIO"] == round(1 / 12, 4)
+    assert auto_settings._inputs(cfg, train_set, [])["tracklets"] == [True, 0.01]
+    train_set.frames = np.full(len(items), -1)  # no frame numbers: no cannot-links
+    out = auto_settings.choose(cfg, train_set, feats, ["CALR.CLUSTER.K"])
+    assert "from" not in out["structure"]["evidence"]["m"]

@@ -82,7 +82,9 @@ def _inputs(cfg, train_set, requested):
             "ims_per_batch": cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size(),
             "stage1_ims_per_batch": cfg.CALR.STAGE1.IMS_PER_BATCH, "camera_centre": cfg.CALR.CLUSTER.CAMERA_CENTRE,
             "k1": cfg.CALR.STAGE1.K1, "k2": cfg.CALR.STAGE1.K2, "k": str(cfg.CALR.CLUSTER.K), "seed": cfg.SEED,
-            "weights": cfg.MODEL.WEIGHTS or cfg.MODEL.BACKBONE.PRETRAIN_PATH, "knn": _knn_input(cfg)}
+            "weights": cfg.MODEL.WEIGHTS or cfg.MODEL.BACKBONE.PRETRAIN_PATH, "knn": _knn_input(cfg),
+            "tracklets": [cfg.CALR.STAGE1.CANNOT_LINKS, cfg.CALR.STAGE1.CANNOT_LINK_SHARE]
+            if train_set.groups is not None else None}
 
 
 def _with_old_defaults(saved_inputs, inputs, train_set):
@@ -99,7 +101,10 @@ def _with_old_defaults(saved_inputs, inputs, train_set):
     # Files from before the camera limits were keys are taken as chosen under today's default
     # limits (they were not: no merge of tiny groups, graph k 30), so that a resumed run keeps
     # the cameras it trained with instead of re-inferring them.
+    # Files from before m could come from tracklets stay the choice of the run that made them
+    # (as files from before the kNN mode do): a resumed run keeps the settings it trained with.
     out = dict({"k": "auto", "camera_features": ["embedding", "auto"] if infer else None, "knn": inputs["knn"],
+                "tracklets": inputs["tracklets"],
                 "camera_limits": [16, 0.01] if infer else None}, **saved_inputs)
     if out.get("images") != inputs["images"]:
         names = [os.path.basename(p) for p in train_set.paths]
@@ -115,6 +120,7 @@ def choose(cfg, train_set, feats, requested, style=None, layer=None):
     """
     from ..labels.auto import suggest_settings
     from ..labels.cameras import infer_cameras
+    from ..labels.structure import images_per_cell_from_tracklets
 
     seed = max(cfg.SEED, 0)
     out = {}
@@ -137,8 +143,17 @@ def choose(cfg, train_set, feats, requested, style=None, layer=None):
     if requested:
         per_process = cfg.SOLVER.IMS_PER_BATCH // comm.get_world_size()
         given_k = None if is_auto(cfg.CALR.CLUSTER.K) else int(cfg.CALR.CLUSTER.K)  # MIN_SIM is read at the K in use
+        m, m_evidence = None, None
+        if train_set.groups is not None and train_set.frames is not None and cfg.CALR.STAGE1.CANNOT_LINKS:
+            # Tracklets seen at the same time count the people of a camera better than the
+            # neighbour spacings do (labels/structure.py); cameras without them fall back.
+            m, m_evidence = images_per_cell_from_tracklets(feats, cams, train_set.groups, train_set.frames,
+                                                           cfg.CALR.STAGE1.K1, cfg.CALR.STAGE1.K2,
+                                                           cfg.CALR.STAGE1.CANNOT_LINK_SHARE)
         s = suggest_settings(feats, cams, per_process, cfg.CALR.STAGE1.IMS_PER_BATCH,
-                             cfg.CALR.CLUSTER.CAMERA_CENTRE, seed, k=given_k, knn=knn_options(cfg))
+                             cfg.CALR.CLUSTER.CAMERA_CENTRE, seed, m=m, k=given_k, knn=knn_options(cfg))
+        if m is not None:
+            s.structure.evidence["m"] = m_evidence
         out["values"] = {k: s.values[k] for k in requested}
         out["rules"] = {k: s.rules[k] for k in requested}
         out["images_per_person_and_camera"] = s.m
@@ -171,6 +186,9 @@ def _log(result):
         ev = st["evidence"]
         m_ev = ev["m"]
         how = ("given" if "given" in m_ev else
+               f"images over the cannot-link clusters of tracklets seen at the same time: {m_ev['images']} images, "
+               f"{m_ev['tracklets']} tracklets, {m_ev['clusters']} clusters in cameras {m_ev['cameras']}"
+               if m_ev.get("from") == "tracklets" else
                f"largest ratio of the within-camera neighbour spacings to a Gaussian null's: {m_ev['peak_ratio']} "
                f"at rank {m_ev['peak_rank']}, {m_ev['peak_min']} needed for a peak; m searched in "
                f"{m_ev['searched'][0]}..{m_ev['searched'][1]}")

@@ -120,7 +120,11 @@ class Selector:
             return None
         sel, start = rec["selected"], rec["start"]
         last = max(rec["history"], key=int)
-        what = "the untrained start: no epoch scored above it by more than the noise" if sel["epoch"] == 0 else \
+        # Measured wrong on video crops (docs/RESULTS.md 2f): the start kept in six runs whose
+        # final models were 15-21 mAP better; say so where a user reads the pick.
+        what = ("the untrained start: no epoch scored above it by more than the noise (on crops cut from video "
+                "this signal kept the start where training helped, docs/RESULTS.md 2f: check model_final.pth on "
+                "a few labeled images before discarding it)") if sel["epoch"] == 0 else \
             f"the model after {sel['epoch']} stage-2 epoch(s)"
         start = "not scored (resumed from an older run)" if start is None else f"{start:.4f}"
         return (f"{os.path.join(self.dir, SELECTED)}: {what} ({self.name} {sel['score']:.4f}; the start "

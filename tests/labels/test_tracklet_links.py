@@ -93,3 +93,23 @@ def test_the_tolerance_sets_how_far_the_cut_goes_and_cannot_links_hold_beyond_it
     assert k == 5 and m["precision"] == 1.0
     k, m = cut(0.5)
     assert k == 4 and m["precision"] == 1.0 and m["recall"] == 1.0
+
+
+def test_images_per_person_and_camera_is_read_from_co_occurring_tracklets():
+    """Tracklets of 4 crops split each person's 12 crops in a camera in three; the
+    cannot-link cut puts them back together, so m is 12, not the tracklet length. A camera
+    whose tracklets never overlap in time has no cut and is left out of the count."""
+    from calr_plugin.labels.structure import images_per_cell_from_tracklets
+
+    cams_feats = [people_in_one_camera(seed) for seed in (0, 1, 2)]
+    feats = np.concatenate([f for f, *_ in cams_feats])
+    groups = np.concatenate([g + 100 * c for c, (_, _, g, _) in enumerate(cams_feats)])
+    frames = np.concatenate([fr for *_, fr in cams_feats])
+    cams = np.repeat([0, 1, 2], 60)
+    frames[cams == 2] = groups[cams == 2] * 100 + np.tile(np.arange(4), 15)  # camera 2: one tracklet at a time
+    m, evidence = images_per_cell_from_tracklets(feats, cams, groups, frames, k1=8, k2=2)
+    assert m == 12.0
+    assert evidence["cameras"] == [0, 1] and evidence["clusters"] == 10 and evidence["tracklets"] == 30
+    m, evidence = images_per_cell_from_tracklets(feats[cams == 2], cams[cams == 2], groups[cams == 2],
+                                                 frames[cams == 2], k1=8, k2=2)
+    assert m is None and evidence["cameras"] == []
