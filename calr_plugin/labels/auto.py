@@ -20,8 +20,10 @@ similarities. Nothing here reads an identity: the inputs are features and camera
   cap does: with K below m, every neighbour of an image is the same person in the same
   camera, no cluster can span cameras, and training learns the cameras (the issue #22
   3-camera set; docs/RESULTS.md 2f: K 15 -> 49 took generated video from 34.0 to 46.3 mAP,
-  19.2 to 46.6 with tracklets, 3 seeds). On the synthetic m = 20 cells it lowers the epoch-0
-  precision (2d). The cap of 128 only bounds the graph's size; reaching it is said in the rule.
+  19.2 to 46.6 with tracklets, 3 seeds; chosen there). On the synthetic m = 20 cells it
+  lowers the epoch-0 precision, yet on C3_m20_all (not used to choose) K 41 ended at 18.1 mAP
+  against 2.6 with K 15 (2 seeds, 2d). The cap of 128 only bounds the graph's size; reaching
+  it is said in the rule.
 - ``CALR.CLUSTER.MIN_SIZE`` = clip(round(n / 2), 2, 5): half of a person's images, at most
   the authors' 5. The cap was adopted after a failure, not tuned on a grid: the untrained
   features split a person with tens of images into several clusters, and a MIN_SIZE of half

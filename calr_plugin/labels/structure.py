@@ -191,13 +191,14 @@ def images_per_cell_from_tracklets(features: np.ndarray, cams: np.ndarray, group
         evidence {"from": "tracklets", "cameras", "images", "clusters", "tracklets"}.
     """
     cams, groups, frames = np.asarray(cams), np.asarray(groups), np.asarray(frames)
+    feats = np.asarray(features, dtype=np.float32)  # once, not a full copy per camera
     used, images, clusters, tracklets = [], 0, 0, 0
     for c in np.unique(cams):
         sel = np.flatnonzero(cams == c)
         g, f = groups[sel], frames[sel]
         if not len(co_occurring(g, f)):
             continue  # the cut needs cannot-links; such a camera says nothing about m
-        labels, _ = cluster_camera(l2_normalize(np.asarray(features, dtype=np.float32)[sel]), 1, k1, k2, False,
+        labels, _ = cluster_camera(l2_normalize(feats[sel]), 1, k1, k2, False,
                                    groups=g, frames=f, tolerance=tolerance)
         used.append(int(c))
         images += len(sel)
