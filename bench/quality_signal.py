@@ -79,15 +79,28 @@ def effective_rank(x):
     return float(np.exp(-(p * np.log(p)).sum()))
 
 
-def candidates(feats, cams, held_out):
+def tracklet_groups_of(run):
+    """(N,) int tracklet of each training image of a run with DATASETS.TRACKLETS folder, read
+    from its stage-1 keys (``<camera>/<tracklet>/<frame>.jpg``, the training order); else None."""
+    with open(os.path.join(run, "config.yaml")) as f:
+        if not any(line.strip() == "TRACKLETS: folder" for line in f):
+            return None
+    keys = np.load(os.path.join(run, "stage1", "local_labels.npz"))["keys"]
+    return np.unique([str(k).rsplit("/", 1)[0] for k in keys], return_inverse=True)[1].ravel()
+
+
+def candidates(feats, cams, held_out, groups=None):
     """{name: value} of every candidate signal on one epoch's features: on all images, and
-    (``@held_out``) on the images stage 2 never trained on, when the run held some out."""
+    (``@held_out``) on the images stage 2 never trained on, when the run held some out.
+    ``groups``: (N,) tracklets of a tracklet run (the selection counts hits by tracklet)."""
     x = l2_normalize(feats.astype(np.float32), copy=True)
     out = {name: fn(x, cams, None) for name, fn in SIGNALS.items()}  # on all images
     out["effective_rank"] = effective_rank(x)
     if held_out is not None and held_out.any():
         rows = np.flatnonzero(held_out)
-        out.update({f"{name}@held_out": fn(x, cams, rows) for name, fn in SIGNALS.items()})
+        out.update({f"{name}@held_out": fn(x, cams, rows, groups=groups) for name, fn in SIGNALS.items()})
+        if groups is not None:
+            out["mutual_by_image@held_out"] = cross_camera_mutual(x, cams, rows, back_among_rows=True)
         out["effective_rank@held_out"] = effective_rank(x[rows])
         out["mutual_back_all@held_out"] = cross_camera_mutual(x, cams, rows)
         out["mutual_centred@held_out"] = cross_camera_mutual(camera_centre(x, cams), cams, rows,
@@ -136,15 +149,18 @@ def main():
         with np.load(os.path.join(run, "labels", "epoch_000.npz")) as first:
             cams = first["cams"]
             held_out = first["held_out"] if "held_out" in first.files else None
+        groups = tracklet_groups_of(run)
         maps = mean_ap_by_epoch(run)
         rows = {}
         logged = logged_by_epoch(run, iters_per_epoch(run))
         for path in files:
             e = int(os.path.basename(path)[6:9])
             if e in maps:
-                rows[e] = candidates(np.load(path), cams, held_out)
+                rows[e] = candidates(np.load(path), cams, held_out, groups)
                 rows[e].update({n: v.get(e, np.nan) for n, v in logged.items()})
-        table[os.path.basename(run)] = (rows, maps, cams, held_out)
+        name = os.path.basename(run)  # two sites' runs may share a name: then "<parent>/<run>"
+        table[name if name not in table else os.path.join(os.path.basename(os.path.dirname(run)), name)] = \
+            (rows, maps, cams, held_out)
     names = []
     for rows, *_ in table.values():
         names += [n for n in next(iter(rows.values())) if n not in names]

@@ -14,7 +14,7 @@ as mean +- sd over seeds: the final mAP / Rank-1 on B, and the stage-1 local lab
 (``stage1/local_labels.npz``) against the true people (pairwise, within each camera; the
 ids come from the crops' overlap with the true boxes and are read for this report only).
 
-    python bench/video_end_to_end.py --out output/video_e2e --seeds 1 2 3 [--jobs 2] [--tag _k49 CALR.CLUSTER.K 49]
+    python bench/video_end_to_end.py --out output/video_e2e --seeds 1 2 3 [--jobs 2] [--arms with] [--tag _k49 CALR.CLUSTER.K 49]
 
 A finished run (its ``wall.json``) is read, not rerun. ``--jobs 2`` runs two trainings at
 once with one thread each (on 2 cores, two default-thread runs fight for the cores).
@@ -98,6 +98,8 @@ def main():
     p.add_argument("--config", default=os.path.join(ROOT, "configs", "CALR", "cuhk01_mobilenetv2.yml"))
     p.add_argument("--jobs", type=int, default=1, choices=(1, 2))
     p.add_argument("--tag", default="", help="suffix of the run folders (with<tag>_s<seed>)")
+    p.add_argument("--arms", nargs="+", choices=("with", "without"), default=["with", "without"],
+                   help="run only these arms (with / without tracklets)")
     p.add_argument("opts", nargs="*", help="config overrides for both arms (KEY VALUE ...)")
     args = p.parse_args()
     args.out = os.path.abspath(args.out)
@@ -108,7 +110,7 @@ def main():
         subprocess.run([sys.executable, os.path.join(ROOT, "tools", "video_test_split.py"), "--crops", test_crops,
                         "--gt", os.path.join(site_b, "gt"), "--out", train_folder], check=True)
     ids = true_ids(site_a)
-    jobs = [(arm, seed) for seed in args.seeds for arm in ARMS]
+    jobs = [(arm, seed) for seed in args.seeds for arm in ARMS if arm.split()[0] in args.arms]
     threads = 1 if args.jobs == 2 else int(os.environ.get("OMP_NUM_THREADS", 2))
     with ThreadPoolExecutor(args.jobs) as pool:
         records = list(pool.map(lambda j: run(args, train_folder, *j, threads), jobs))

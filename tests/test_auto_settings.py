@@ -306,7 +306,7 @@ def test_with_tracklets_m_comes_from_the_cannot_link_cut(tmp_path):
     come from the tracklets seen at the same time, and the saved choice says so; without
     frame numbers the neighbour spacings are read as before."""
     from calr_plugin.auto import settings as auto_settings
-    from labels.test_tracklet_links import people_in_one_camera
+    from tracklet_people import people_in_one_camera
 
     cams_feats = [people_in_one_camera(seed) for seed in (0, 1)]
     feats = np.concatenate([f for f, *_ in cams_feats])

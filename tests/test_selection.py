@@ -19,7 +19,7 @@ def cfg(out, signal="probe"):
 @pytest.fixture(autouse=True)
 def probe_signal(monkeypatch):
     # A signal that reads its score from the features, so a test sets each epoch's score.
-    monkeypatch.setitem(selection.SIGNALS, "probe", lambda feats, cams, rows: float(feats[0, 0]))
+    monkeypatch.setitem(selection.SIGNALS, "probe", lambda feats, cams, rows, groups=None: float(feats[0, 0]))
 
 
 def epoch(selector, model, trained, score):
@@ -58,6 +58,19 @@ def test_when_no_epoch_beats_the_untrained_start_the_start_is_recommended_with_a
         epoch(sel2, model, trained, score)
     assert torch.all(saved(tmp_path / "b")["model"]["weight"] == 0)
     assert "the untrained start: no epoch scored above it" in sel2.summary()
+    assert "without DATASETS.TRACKLETS folder this signal kept the start" in sel2.summary()
+
+
+def test_with_tracklets_the_signal_reads_them_and_a_kept_start_carries_no_video_caveat(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setitem(selection.SIGNALS, "probe", lambda feats, cams, rows, groups=None:
+                        seen.append(groups) or float(feats[0, 0]))
+    groups = np.array([0, 0, 1, 1])
+    sel = Selector(cfg(tmp_path), np.array([0, 0, 1, 1]), groups=groups)
+    for trained, score in enumerate([0.40, 0.40]):
+        epoch(sel, torch.nn.Linear(2, 2), trained, score)
+    assert all(g is groups for g in seen) and len(seen) == 2
+    assert "the untrained start" in sel.summary() and "TRACKLETS" not in sel.summary()
 
 
 def test_a_resumed_run_continues_the_record_and_a_fresh_one_restarts_it(tmp_path):

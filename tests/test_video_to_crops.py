@@ -175,6 +175,29 @@ def test_stage1_keeps_tracklet_folders_whole_and_no_tracklet_folder_is_an_error(
         tracklets_of(loose)
 
 
+def test_with_tracklets_stage2_holds_out_whole_tracklets_and_scores_hits_by_tracklet(tmp_path):
+    # A held-out frame whose neighbouring frames train is not out of sample (docs/RESULTS.md 2g):
+    # with DATASETS.TRACKLETS folder, stage 2 holds out whole tracklets and the selection
+    # counts a hit anywhere in the scored image's tracklet.
+    from calr_plugin.data.datasets import TrainSet, tracklets_of
+    from calr_plugin.engine.hooks import Stage2LabelHook
+    from tiny_calr import calr_cfg
+
+    items = [(f"/x/train/c{c}/t{t}/{f:06d}.jpg", None, f"reidfolder_c{c}")
+             for c in (1, 2) for t in range(30) for f in range(10)]
+    train = tracklets_of(TrainSet(items))
+    cfg = calr_cfg(tmp_path, "DATASETS.TRACKLETS", "folder", "CALR.SELECT.HOLDOUT", "0.1")
+    hook = Stage2LabelHook(cfg, train, np.zeros(len(train), np.int64))
+    held = hook.held_out
+    assert 60 <= held.sum() <= 80 and all(held[train.cams == c].any() for c in (0, 1))
+    assert all(held[train.groups == g].all() or not held[train.groups == g].any() for g in np.unique(train.groups))
+    assert hook.selector.groups is train.groups
+    plain = Stage2LabelHook(cfg, TrainSet(items), np.zeros(len(train), np.int64))  # no tracklets: single frames
+    assert plain.selector.groups is None
+    assert not all(plain.held_out[train.groups == g].all() or not plain.held_out[train.groups == g].any()
+                   for g in np.unique(train.groups))
+
+
 def test_frame_numbers_in_crop_names_make_co_occurring_tracklets_cannot_links(tmp_path):
     # 4 tracklets of one camera in view at once (frames 10-13), named <frame>.jpg as
     # video_to_crops writes them; a 5th with other names has no frame numbers.

@@ -151,9 +151,8 @@ def choose(cfg, train_set, feats, requested, style=None, layer=None):
                                                            cfg.CALR.STAGE1.K1, cfg.CALR.STAGE1.K2,
                                                            cfg.CALR.STAGE1.CANNOT_LINK_SHARE)
         s = suggest_settings(feats, cams, per_process, cfg.CALR.STAGE1.IMS_PER_BATCH,
-                             cfg.CALR.CLUSTER.CAMERA_CENTRE, seed, m=m, k=given_k, knn=knn_options(cfg))
-        if m is not None:
-            s.structure.evidence["m"] = m_evidence
+                             cfg.CALR.CLUSTER.CAMERA_CENTRE, seed, m=m, k=given_k, knn=knn_options(cfg),
+                             m_evidence=m_evidence)
         out["values"] = {k: s.values[k] for k in requested}
         out["rules"] = {k: s.rules[k] for k in requested}
         out["images_per_person_and_camera"] = s.m

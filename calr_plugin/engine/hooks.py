@@ -179,8 +179,11 @@ class Stage2LabelHook(LabelHook):
         self.local_labels = local_labels
         self.params = label_params(cfg)
         sel = cfg.CALR.SELECT
-        self.held_out = holdout_mask(train_set.cams, sel.HOLDOUT if sel.SIGNAL else 0.0, max(cfg.SEED, 0))
-        self.selector = Selector(cfg, train_set.cams, self.held_out) if sel.SIGNAL else None
+        # With tracklets, whole tracklets are held out and scored (labels/holdout.py).
+        self.held_out = holdout_mask(train_set.cams, sel.HOLDOUT if sel.SIGNAL else 0.0, max(cfg.SEED, 0),
+                                     groups=train_set.groups)
+        self.selector = (Selector(cfg, train_set.cams, self.held_out, groups=train_set.groups)
+                         if sel.SIGNAL else None)
 
     def make_labels(self, feats, epoch):
         cfg = self.cfg

@@ -87,7 +87,7 @@ class AutoSettings:
 def suggest_settings(features: np.ndarray, cams: np.ndarray, ims_per_batch: int = 64,
                      stage1_ims_per_batch: int = 64, camera_centre_features: bool = False,
                      seed: int = 0, m: Optional[float] = None, k: Optional[int] = None,
-                     knn: Optional[dict] = None) -> AutoSettings:
+                     knn: Optional[dict] = None, m_evidence: Optional[dict] = None) -> AutoSettings:
     """Every ``auto`` value from unlabeled features and camera ids (rules in the module docstring).
 
     Args:
@@ -98,6 +98,8 @@ def suggest_settings(features: np.ndarray, cams: np.ndarray, ims_per_batch: int 
         camera_centre_features: CALR.CLUSTER.CAMERA_CENTRE (MIN_SIM is read on those features).
         seed: fixes the estimates' null draws and the kNN index.
         m: skip the estimate and use this m (e.g. known images per person and camera).
+        m_evidence: where that m came from, for the log and ``auto_settings.json``
+            (``structure.images_per_cell_from_tracklets``); None = given.
         k: the CALR.CLUSTER.K in use when it is not ``auto``: MIN_SIM is the median edge
             of the graph the clustering will build, so it is read at this K.
         knn: ``knn_search`` keyword arguments (method, hnsw_*, ivf_*) of the graph the
@@ -107,7 +109,7 @@ def suggest_settings(features: np.ndarray, cams: np.ndarray, ims_per_batch: int 
     """
     feats = np.asarray(features)
     cams = np.asarray(cams)
-    st = estimate_structure(feats, cams, seed, m)
+    st = estimate_structure(feats, cams, seed, m, m_evidence)
     m, per_id = st.m, st.images_per_person
     src = (f"m={m:g} images per person and camera x {st.cams_per_person:g} cameras per person = "
            f"{per_id:g} images per person")

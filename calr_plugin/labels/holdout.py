@@ -8,6 +8,10 @@ images climbs from 0.21 to 0.31 over the first 7 epochs while test mAP falls fro
 (docs/RESULTS.md 2g). A share of the images, drawn once per run in every camera, is
 clustered as usual but never trained on (no loss term, no memory slot), and the selection
 signal (engine/selection.py) is read on them.
+
+Crops cut from video come as tracklets: a held-out frame whose neighbouring frames are trained
+on is not out of sample (docs/RESULTS.md 2g). With tracklets (DATASETS.TRACKLETS folder) whole
+tracklets are held out.
 """
 import numpy as np
 
@@ -18,13 +22,15 @@ __all__ = ["holdout_mask", "drop_held_out", "MIN_HELD_OUT"]
 MIN_HELD_OUT = 50
 
 
-def holdout_mask(cams: np.ndarray, share: float, seed: int) -> np.ndarray:
+def holdout_mask(cams: np.ndarray, share: float, seed: int, groups=None) -> np.ndarray:
     """max(share * N, min(MIN_HELD_OUT, N / 4)) images drawn at random, each camera in proportion.
 
     Args:
         cams: (N,) int camera ids. share: fraction in [0, 1); 0 = none. seed: the run's seed.
+        groups: (N,) int tracklet ids (-1: in none) or None. Given, whole tracklets are drawn
+            in each camera until its share is reached (an image in no tracklet is its own).
     Returns:
-        (N,) bool, True = held out. A camera keeps at least one image to train on.
+        (N,) bool, True = held out. A camera keeps at least one image (or tracklet) to train on.
     """
     cams = np.asarray(cams)
     mask = np.zeros(len(cams), dtype=bool)
@@ -35,7 +41,16 @@ def holdout_mask(cams: np.ndarray, share: float, seed: int) -> np.ndarray:
     for c in np.unique(cams):
         rows = np.flatnonzero(cams == c)
         take = min(int(round(share * len(rows))), len(rows) - 1)
-        mask[rng.choice(rows, take, replace=False)] = True
+        if groups is None:
+            mask[rng.choice(rows, take, replace=False)] = True
+            continue
+        g = np.asarray(groups)[rows]
+        units = np.where(g >= 0, g, -1 - np.arange(len(rows)))  # an image in no tracklet is a unit
+        uniq, sizes = np.unique(units, return_counts=True)
+        order = rng.permutation(len(uniq))[:-1]  # the last unit always trains
+        # Whole units until the camera's share is reached (the unit that crosses it included).
+        n_units = int(np.searchsorted(np.cumsum(sizes[order]), take)) + 1 if take > 0 else 0
+        mask[rows[np.isin(units, uniq[order[:n_units]])]] = True
     return mask
 
 

@@ -18,7 +18,10 @@ any of them selects a checkpoint.
   makes such a pair once the features match them; a model that learns the cameras, or
   collapses, makes these nearest neighbours arbitrary, and arbitrary ones are mutual by
   chance only. Read on all images it rises as a model fits its own pseudo labels, so the
-  selection reads it on held-out images (``labels/holdout.py``).
+  selection reads it on held-out images (``labels/holdout.py``). With tracklets, a hit is a
+  neighbour's nearest in the image's own tracklet: once a person's frames are pulled together,
+  which of their frames is nearest is arbitrary (docs/RESULTS.md 2g: image hits fell in all 12
+  video runs, those that gained 15-21 mAP included).
 """
 import functools
 
@@ -77,7 +80,8 @@ def cross_camera_nearest(features: np.ndarray, cams: np.ndarray, rows=None, pool
     return nearest
 
 
-def cross_camera_mutual(features: np.ndarray, cams: np.ndarray, rows=None, back_among_rows=False) -> float:
+def cross_camera_mutual(features: np.ndarray, cams: np.ndarray, rows=None, back_among_rows=False,
+                        groups=None) -> float:
     """Share of images that are their cross-camera nearest neighbour's cross-camera nearest neighbour.
 
     Args:
@@ -87,6 +91,8 @@ def cross_camera_mutual(features: np.ndarray, cams: np.ndarray, rows=None, back_
         back_among_rows: search the neighbour's own nearest among the R scored images only
             (held-out images then never compete with trained ones, which training pulls
             together whatever their true identity).
+        groups: (N,) int tracklet ids (-1: in none) or None; given, a neighbour's nearest in
+            the image's own tracklet counts as the image.
     Returns:
         float in [0, 1]; NaN with fewer than 2 cameras.
     """
@@ -96,11 +102,15 @@ def cross_camera_mutual(features: np.ndarray, cams: np.ndarray, rows=None, back_
     if not ok.any():
         return float("nan")
     back = cross_camera_nearest(features, cams, nearest[ok], pool=rows if back_among_rows else None)
-    return float(np.mean(back == rows[ok]))
+    hit = back == rows[ok]
+    if groups is not None:
+        g = np.asarray(groups)
+        hit |= (back >= 0) & (g[back] == g[rows[ok]]) & (g[rows[ok]] >= 0)
+    return float(np.mean(hit))
 
 
 # The signals CALR.SELECT.SIGNAL can name (bench/quality_signal.py scores them and more):
-# name -> fn(features (N, D), cams (N,), rows (R,) or None) -> float.
+# name -> fn(features (N, D), cams (N,), rows (R,) or None, groups=(N,) or None) -> float.
 SIGNALS = {
     # Held-out images (rows) against each other: an image's nearest neighbour in the other
     # cameras is searched among all images, that neighbour's own nearest among the held-out

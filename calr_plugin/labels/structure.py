@@ -247,12 +247,15 @@ class Structure:
         return self.m * self.cams_per_person
 
 
-def estimate_structure(features: np.ndarray, cams: np.ndarray, seed: int = 0, m: float = None) -> Structure:
+def estimate_structure(features: np.ndarray, cams: np.ndarray, seed: int = 0, m: float = None,
+                       m_evidence: dict = None) -> Structure:
     """m, cameras per person and images per person from unlabeled features and cameras.
 
     Args:
         features: (N, D) float features. cams: (N,) int camera ids (given or inferred).
         seed: fixes the null draws. m: a known m (skips its estimate).
+        m_evidence: where a known m came from (e.g. ``images_per_cell_from_tracklets``'s
+            evidence); None = ``{"given": m}``.
     Returns:
         ``Structure``.
     """
@@ -261,6 +264,6 @@ def estimate_structure(features: np.ndarray, cams: np.ndarray, seed: int = 0, m:
     if m is None:
         m, evidence["m"], warnings = estimate_images_per_cell(features, cams, seed)
     else:
-        evidence["m"] = {"given": float(m)}
+        evidence["m"] = dict(m_evidence) if m_evidence is not None else {"given": float(m)}
     k, evidence["cameras_per_person"] = cameras_per_person(cams, m)
     return Structure(float(m), k, int(len(np.unique(cams))), evidence, warnings)

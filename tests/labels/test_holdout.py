@@ -27,3 +27,16 @@ def test_held_out_images_leave_their_clusters_and_empty_clusters_go_with_their_w
     np.testing.assert_array_equal(out, [0, -1, -1, 1, 1, -1, 2])  # cluster 1 had only a held-out image
     np.testing.assert_allclose(w, [0.1, 0.3, 0.4])
     assert drop_held_out(labels, None, held)[1] is None
+
+
+def test_with_tracklets_whole_tracklets_are_held_out_in_every_camera():
+    # Camera 0: 50 tracklets of 10 frames; camera 1: 20 of 10 and 5 frames in no tracklet.
+    cams = np.repeat([0, 1], [500, 205])
+    groups = np.concatenate([np.repeat(np.arange(70), 10), -np.ones(5, np.int64)])
+    mask = holdout_mask(cams, 0.1, seed=4, groups=groups)
+    for g in range(70):  # a tracklet is held out whole or not at all
+        assert mask[groups == g].all() or not mask[groups == g].any()
+    assert mask[cams == 0].sum() == 50 and 20 <= mask[cams == 1].sum() <= 29  # the crossing unit included
+    assert np.array_equal(mask, holdout_mask(cams, 0.1, seed=4, groups=groups))
+    # One tracklet per camera: it trains, nothing is held out there.
+    assert not holdout_mask(np.zeros(30, np.int64), 0.2, seed=0, groups=np.zeros(30, np.int64)).any()

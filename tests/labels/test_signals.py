@@ -56,3 +56,21 @@ def test_held_out_images_are_scored_against_each_other_not_against_trained_ones(
     assert cross_camera_mutual(fitted, cams, rows) <= 0.5  # neighbours' nearest searched among all
     assert cross_camera_mutual(fitted, cams, rows, back_among_rows=True) == 1.0
     assert SIGNALS["cross_camera_mutual"](fitted, cams, rows) == 1.0  # what the selection reads
+
+
+def test_with_tracklets_a_neighbour_coming_back_to_any_frame_of_the_tracklet_is_a_hit():
+    # 30 people, 2 cameras, a tracklet of 5 near-identical frames each: which frame of the
+    # tracklet is nearest is arbitrary, the tracklet is not.
+    rng = np.random.default_rng(0)
+    people = rng.standard_normal((30, 32))
+    cams = np.repeat([0, 1], 150)
+    ids = np.tile(np.repeat(np.arange(30), 5), 2)
+    feats = people[ids] + 0.05 * rng.standard_normal((300, 32)) + np.where(cams[:, None] == 1, 0.3, 0.0)
+    groups = ids + 30 * cams  # tracklet = (person, camera)
+    rows = np.arange(300)
+    by_image = cross_camera_mutual(feats, cams, rows, back_among_rows=True)
+    by_tracklet = cross_camera_mutual(feats, cams, rows, back_among_rows=True, groups=groups)
+    assert by_image < 0.5 and by_tracklet == 1.0
+    assert SIGNALS["cross_camera_mutual"](feats, cams, rows, groups=groups) == 1.0
+    # Images in no tracklet (-1) count by themselves only.
+    assert cross_camera_mutual(feats, cams, rows, back_among_rows=True, groups=-np.ones(300, np.int64)) == by_image

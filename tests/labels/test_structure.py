@@ -3,7 +3,7 @@ the collapse guard, on small synthetic feature sets (numpy only, seconds)."""
 import numpy as np
 import pytest
 
-from calr_plugin.labels.auto import suggest_settings
+from calr_plugin.labels.auto import MAX_K, suggest_settings
 from calr_plugin.labels.cameras import infer_cameras
 from calr_plugin.labels.pipeline import LabelParams, stage2_labels
 from calr_plugin.labels.structure import cameras_per_person, estimate_images_per_cell, estimate_structure
@@ -127,3 +127,16 @@ def test_cross_camera_neighbour_share_reads_whether_cameras_mix():
     cams2 = np.repeat([0, 1], 20)
     assert cross_camera_neighbour_share(both, cams2, k=1) == 1.0  # the nearest is the other camera's image
     assert 0.3 < cross_camera_neighbour_share(both, cams2, k=8) < 0.7
+
+
+def test_k_stops_at_its_cap_and_says_so_and_a_known_m_keeps_its_evidence():
+    """Past 128 images per person the kNN graph would grow with the data: K stops at the cap
+    and the rule says a person's images no longer fit in it."""
+    feats, cams, _ = people(2, 70, num_people=3, seed=7)
+    tracklets = {"from": "tracklets", "cameras": [0, 1], "images": 420, "clusters": 6}
+    s = suggest_settings(feats, cams, ims_per_batch=32, stage1_ims_per_batch=32, m=70.0, m_evidence=tracklets)
+    assert s.values["CALR.CLUSTER.K"] == MAX_K == 128 and "(at the cap" in s.rules["CALR.CLUSTER.K"]
+    assert s.structure.evidence["m"] == tracklets
+    below = suggest_settings(feats, cams, ims_per_batch=32, stage1_ims_per_batch=32, m=20.0)
+    assert below.values["CALR.CLUSTER.K"] == 41 and "at the cap" not in below.rules["CALR.CLUSTER.K"]
+    assert below.structure.evidence["m"] == {"given": 20.0}
