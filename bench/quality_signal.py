@@ -85,8 +85,10 @@ def tracklet_groups_of(run):
     with open(os.path.join(run, "config.yaml")) as f:
         if not any(line.strip() == "TRACKLETS: folder" for line in f):
             return None
-    keys = np.load(os.path.join(run, "stage1", "local_labels.npz"))["keys"]
-    return np.unique([str(k).rsplit("/", 1)[0] for k in keys], return_inverse=True)[1].ravel()
+    from calr_plugin.data.datasets import tracklet_groups  # the grouping training used
+
+    keys = [str(k) for k in np.load(os.path.join(run, "stage1", "local_labels.npz"))["keys"]]
+    return tracklet_groups([os.path.join(os.sep, "train", k) for k in keys], [k.split("/")[0] for k in keys])
 
 
 def candidates(feats, cams, held_out, groups=None):
