@@ -16,12 +16,19 @@ ids come from the crops' overlap with the true boxes and are read for this repor
 
     python bench/video_end_to_end.py --out output/video_e2e --seeds 1 2 3 [--jobs 2] [--arms with] [--tag _k49 CALR.CLUSTER.K 49]
 
+Site B's split is small (38 queries, 20 people): one run's mAP there moves by 10 from one
+epoch to the next. ``--wide-test N`` (default 3) also scores each run's ``model_final.pth``
+(and the untrained start) on a wider split: B's and N more sites' (generator seeds
+site + 1001.., ids 3001.., 4001.., ...), merged into ``OUT/test_wide`` (125 queries, 4502
+gallery crops, 75 people with N = 3). 0 = B only.
+
 A finished run (its ``wall.json``) is read, not rerun. ``--jobs 2`` runs two trainings at
 once with one thread each (on 2 cores, two default-thread runs fight for the cores).
 """
 import argparse
 import csv
 import os
+import shutil
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -79,6 +86,37 @@ def local_quality(run, ids):
     return {k: float(m[k]) for k in ("precision", "recall", "fscore", "num_clusters")}
 
 
+def wide_test(args, train_folder):
+    """OUT/test_wide: site B's split (in A's crops folder) and --wide-test more sites' splits."""
+    dest = os.path.join(args.out, "test_wide")
+    if os.path.isfile(os.path.join(dest, "complete")):
+        return dest
+    sources = [train_folder]
+    for i in range(1, args.wide_test + 1):
+        site = os.path.join(args.out, f"site_wide{i}")
+        crops = make_site(site, args.site + 1000 + i, 2001 + 1000 * i)
+        if not os.path.isdir(os.path.join(crops, "query")):
+            subprocess.run([sys.executable, os.path.join(ROOT, "tools", "video_test_split.py"), "--crops", crops,
+                            "--gt", os.path.join(site, "gt"), "--out", crops], check=True)
+        sources.append(crops)
+    for split in ("query", "bounding_box_test"):  # the sites' ids are disjoint: names never clash
+        os.makedirs(os.path.join(dest, split), exist_ok=True)
+        for src in sources:
+            for name in os.listdir(os.path.join(src, split)):
+                shutil.copy(os.path.join(src, split, name), os.path.join(dest, split, name))
+    if not os.path.lexists(os.path.join(dest, "train")):  # a folder dataset is read with its train split
+        os.symlink(os.path.join(train_folder, "train"), os.path.join(dest, "train"))
+    open(os.path.join(dest, "complete"), "w").close()
+    return dest
+
+
+def wide_map(args, wide, out, weights, threads):
+    """mAP on the wide split of a model (weights None: the untrained start), kept in ``out``."""
+    cmd = [sys.executable, os.path.join(ROOT, "tools", "train_net.py"), "--config-file", args.config, "--eval-only",
+           "DATASETS.FOLDER", wide, "OUTPUT_DIR", out] + (["MODEL.WEIGHTS", weights] if weights else [])
+    return recorded_run(cmd, out, threads, final_metrics, cwd=ROOT)["metrics"]["mAP"]
+
+
 def run_dir(args, arm, seed):
     return os.path.join(args.out, f"{'with' if ARMS[arm] else 'without'}{args.tag}_s{seed}")
 
@@ -100,6 +138,7 @@ def main():
     p.add_argument("--tag", default="", help="suffix of the run folders (with<tag>_s<seed>)")
     p.add_argument("--arms", nargs="+", choices=("with", "without"), default=["with", "without"],
                    help="run only these arms (with / without tracklets)")
+    p.add_argument("--wide-test", type=int, default=3, help="more test sites for the wide split (0: none)")
     p.add_argument("opts", nargs="*", help="config overrides for both arms (KEY VALUE ...)")
     args = p.parse_args()
     args.out = os.path.abspath(args.out)
@@ -114,21 +153,29 @@ def main():
     threads = 1 if args.jobs == 2 else int(os.environ.get("OMP_NUM_THREADS", 2))
     with ThreadPoolExecutor(args.jobs) as pool:
         records = list(pool.map(lambda j: run(args, train_folder, *j, threads), jobs))
+    wide = wide_test(args, train_folder) if args.wide_test else None
+    eval_threads = int(os.environ.get("OMP_NUM_THREADS", 2))
+    if wide:
+        print(f"untrained start: mAP on the wide split "
+              f"{wide_map(args, wide, os.path.join(args.out, 'zero_wide'), None, eval_threads):.2f}")
     table = {}
-    print(f"{'arm':18s} {'seed':>4s} {'mAP':>6s} {'Rank-1':>6s} {'local P':>7s} {'local R':>7s} {'local F':>7s} "
-          f"{'K local':>7s} {'min':>5s}")
+    print(f"{'arm':18s} {'seed':>4s} {'mAP':>6s} {'Rank-1':>6s} {'wide':>6s} {'local P':>7s} {'local R':>7s} "
+          f"{'local F':>7s} {'K local':>7s} {'min':>5s}")
     for (arm, seed), rec in zip(jobs, records):
-        q = local_quality(run_dir(args, arm, seed), ids)
-        row = (rec["metrics"]["mAP"], rec["metrics"]["Rank-1"], q["precision"], q["recall"], q["fscore"],
+        run_out = run_dir(args, arm, seed)
+        q = local_quality(run_out, ids)
+        w = (wide_map(args, wide, os.path.join(run_out, "eval_wide"), os.path.join(run_out, "model_final.pth"),
+                      eval_threads) if wide else float("nan"))
+        row = (rec["metrics"]["mAP"], rec["metrics"]["Rank-1"], w, q["precision"], q["recall"], q["fscore"],
                q["num_clusters"])
         table.setdefault(arm, []).append(row)
-        print(f"{arm:18s} {seed:4d} {row[0]:6.2f} {row[1]:6.2f} {row[2]:7.3f} {row[3]:7.3f} {row[4]:7.3f} "
-              f"{row[5]:7.0f} {rec['seconds'] / 60:5.1f}")
-    print(f"\n| arm | seeds | mAP | Rank-1 | local precision | local recall | local F | local clusters |")
-    print("|---|---|---|---|---|---|---|---|")
+        print(f"{arm:18s} {seed:4d} {row[0]:6.2f} {row[1]:6.2f} {row[2]:6.2f} {row[3]:7.3f} {row[4]:7.3f} "
+              f"{row[5]:7.3f} {row[6]:7.0f} {rec['seconds'] / 60:5.1f}")
+    print(f"\n| arm | seeds | mAP | Rank-1 | mAP, wide split | local precision | local recall | local F | local clusters |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for arm, rows in table.items():
         v = np.array(rows)
-        cells = [f"{m:.2f} +- {s:.2f}" if i < 2 else (f"{m:.3f} +- {s:.3f}" if i < 5 else f"{m:.0f}")
+        cells = [f"{m:.2f} +- {s:.2f}" if i < 3 else (f"{m:.3f} +- {s:.3f}" if i < 6 else f"{m:.0f}")
                  for i, (m, s) in enumerate(zip(v.mean(0), v.std(0)))]
         print(f"| {arm} | {len(rows)} | " + " | ".join(cells) + " |")
 

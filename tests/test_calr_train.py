@@ -72,7 +72,7 @@ def test_two_stage_run_writes_labels_and_checkpoints(reference_run):
 
 def test_model_selected_holds_the_model_whose_score_picked_it(reference_run, tmp_path):
     """selection.json scores the untrained start and every epoch; model_selected.pth is the
-    start unless an epoch beats it by the margin: re-extracting the training features with it
+    start unless an epoch's paired gain beats its noise: re-extracting the training features with it
     gives its score again."""
     import json
 
@@ -82,14 +82,15 @@ def test_model_selected_holds_the_model_whose_score_picked_it(reference_run, tmp
     from calr_plugin.data.build import train_items
     from calr_plugin.data.datasets import TrainSet
     from calr_plugin.engine.features import extract_features
-    from calr_plugin.labels.signals import SIGNALS
+    from calr_plugin.labels.signals import SIGNALS, mean_of
 
     out, run = reference_run
     rec = json.loads((out / "selection.json").read_text())
     assert rec["signal"] == "cross_camera_mutual" and list(rec["history"]) == ["0", "1", "2", "3"]
-    # The start, unless an epoch beats it by the margin; then the (first) best such epoch.
-    assert rec["start"] == rec["history"]["0"] and rec["margin"] > 0
-    beats = [e for e in rec["history"] if e != "0" and rec["history"][e] > rec["start"] + rec["margin"]]
+    # The start, unless an epoch's gain beats 2 of its standard errors; then the (first) best such epoch.
+    assert rec["start"] == rec["history"]["0"] and list(rec["paired"]) == ["1", "2", "3"]
+    assert len(rec["start_values"]) == np.load(out / "labels" / "epoch_000.npz")["held_out"].sum()
+    beats = [e for e, p in rec["paired"].items() if p["gain"] > 2 * p["se"]]
     best = max(beats, key=lambda e: rec["history"][e]) if beats else "0"
     assert rec["selected"]["epoch"] == int(best)
     weights = str(out / "model_selected.pth")
@@ -98,7 +99,7 @@ def test_model_selected_holds_the_model_whose_score_picked_it(reference_run, tmp
     Checkpointer(model).load(weights)
     train = TrainSet(train_items(cfg))
     rows = np.flatnonzero(np.load(out / "labels" / "epoch_000.npz")["held_out"])
-    score = SIGNALS["cross_camera_mutual"](extract_features(model, train.paths, cfg), train.cams, rows)
+    score = mean_of(SIGNALS["cross_camera_mutual"](extract_features(model, train.paths, cfg), train.cams, rows))
     assert score == pytest.approx(rec["history"][best], abs=1e-6)
     assert "model_selected.pth: " in run.stdout + run.stderr
 

@@ -18,14 +18,15 @@ def cfg(out, signal="probe"):
 
 @pytest.fixture(autouse=True)
 def probe_signal(monkeypatch):
-    # A signal that reads its score from the features, so a test sets each epoch's score.
-    monkeypatch.setitem(selection.SIGNALS, "probe", lambda feats, cams, rows, groups=None: float(feats[0, 0]))
+    # A signal whose per-image values are the scored images' first feature, so a test sets them.
+    monkeypatch.setitem(selection.SIGNALS, "probe", lambda feats, cams, rows, groups=None:
+                        feats[slice(None) if rows is None else rows, 0])
 
 
 def epoch(selector, model, trained, score):
     with torch.no_grad():
         model.weight.fill_(trained)  # the weights say which epoch they are
-    return selector(model, np.full((4, 2), score, np.float32), trained)
+    return selector(model, np.full((len(selector.cams), 2), score, np.float32), trained)
 
 
 def saved(out):
@@ -57,20 +58,21 @@ def test_when_no_epoch_beats_the_untrained_start_the_start_is_recommended_with_a
     for trained, score in enumerate([0.40, 0.40, 0.30]):  # a tie keeps the earlier model
         epoch(sel2, model, trained, score)
     assert torch.all(saved(tmp_path / "b")["model"]["weight"] == 0)
-    assert "the untrained start: no epoch scored above it" in sel2.summary()
+    assert "the untrained start: no epoch's gain over it was above 2 standard errors over 2 images" in sel2.summary()
     assert "without DATASETS.TRACKLETS folder this signal kept the start" in sel2.summary()
 
 
-def test_with_tracklets_the_signal_reads_them_and_a_kept_start_carries_no_video_caveat(tmp_path, monkeypatch):
+def test_with_tracklets_the_signal_reads_them_and_a_kept_start_says_few_tracklets_show_only_large_gains(tmp_path, monkeypatch):
     seen = []
     monkeypatch.setitem(selection.SIGNALS, "probe", lambda feats, cams, rows, groups=None:
-                        seen.append(groups) or float(feats[0, 0]))
+                        seen.append(groups) or feats[:, 0])
     groups = np.array([0, 0, 1, 1])
     sel = Selector(cfg(tmp_path), np.array([0, 0, 1, 1]), groups=groups)
     for trained, score in enumerate([0.40, 0.40]):
         epoch(sel, torch.nn.Linear(2, 2), trained, score)
     assert all(g is groups for g in seen) and len(seen) == 2
-    assert "the untrained start" in sel.summary() and "TRACKLETS" not in sel.summary()
+    assert "the untrained start" in sel.summary() and "only a large gain shows" in sel.summary()
+    assert "without DATASETS.TRACKLETS" not in sel.summary()
 
 
 def test_a_resumed_run_continues_the_record_and_a_fresh_one_restarts_it(tmp_path):
@@ -91,22 +93,44 @@ def test_a_resumed_run_continues_the_record_and_a_fresh_one_restarts_it(tmp_path
     assert json.loads((tmp_path / "selection.json").read_text())["history"] == {"0": pytest.approx(0.1)}
 
 
-def test_a_share_must_beat_the_start_by_its_noise_to_replace_it(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(selection, "SHARES", ("probe",))
+def scored(values, held):
+    feats = np.zeros((len(held), 2), np.float32)
+    feats[held, 0] = values
+    return feats
+
+
+def test_a_gain_must_beat_its_noise_counted_over_held_out_tracklets(tmp_path, caplog):
+    """50 held-out images in 5 tracklets of 10. A gain that one tracklet carries is one unit's
+    luck (10 images flipping together); the same gain spread over all five is not."""
     held = np.zeros(200, bool)
-    held[:50] = True  # 50 scored images: a share moves in steps of 0.02
-    model, sel = torch.nn.Linear(2, 2), Selector(cfg(tmp_path), np.repeat([0, 1], 100), held)
-    margin = 2 * np.sqrt(2 * 0.3 * 0.7 / 50)  # 0.183
+    held[:50] = True
+    groups = np.concatenate([np.repeat(np.arange(5), 10), 5 + np.arange(150) // 10])
+    cams = np.tile([0, 1], 100)
+    one_tracklet = np.r_[np.ones(10), np.zeros(40)]  # +0.2, z = 1 over 5 tracklets
+    spread = np.zeros(50)
+    for t, k in enumerate([2, 2, 2, 3, 1]):  # +0.2 again, from every tracklet
+        spread[10 * t:10 * t + k] = 1
+    model = torch.nn.Linear(2, 2)
+    sel = Selector(cfg(tmp_path), cams, held, groups=groups)
     with caplog.at_level(logging.WARNING, logger="fastreid"):
-        for trained, score in enumerate([0.30, 0.40, 0.20, 0.10]):
-            epoch(sel, model, trained, score)
-    assert saved(tmp_path)["selection"]["epoch"] == 0  # 0.40 is within the noise of 0.30
-    warned = [r.getMessage() for r in caplog.records if "below the untrained start" in r.getMessage()]
-    assert len(warned) == 1 and "after 3 stage-2 epoch(s)" in warned[0]  # 0.20 is within the noise too
-    for trained, score in [(4, 0.50), (5, 0.45)]:
-        epoch(sel, model, trained, score)
-    assert saved(tmp_path)["selection"]["epoch"] == 4
-    assert json.loads((tmp_path / "selection.json").read_text())["margin"] == pytest.approx(margin)
+        for trained, values in enumerate([np.zeros(50), one_tracklet, -one_tracklet]):
+            with torch.no_grad():
+                model.weight.fill_(trained)
+            sel(model, scored(values, held), trained)
+    assert saved(tmp_path)["selection"]["epoch"] == 0  # an image-level test (z 3.5) would take epoch 1
+    assert not [r for r in caplog.records if "below the untrained start" in r.getMessage()]  # -0.2: z -1
+    rec = json.loads((tmp_path / "selection.json").read_text())
+    assert rec["paired"]["1"]["gain"] == pytest.approx(0.2) and rec["paired"]["1"]["se"] == pytest.approx(0.2)
+    assert "over 5 held-out tracklets (closest: epoch 1, +0.2000 against 2 x 0.2000)" in sel.summary()
+    with torch.no_grad():
+        model.weight.fill_(3)
+    sel(model, scored(spread, held), 3)
+    assert saved(tmp_path)["selection"]["epoch"] == 3
+    # Without tracklets every image is its own unit: the one-tracklet gain is then taken.
+    plain = Selector(cfg(tmp_path / "plain"), cams, held)
+    for trained, values in enumerate([np.zeros(50), one_tracklet]):
+        plain(model, scored(values, held), trained)
+    assert saved(tmp_path / "plain")["selection"]["epoch"] == 1
 
 
 def test_a_run_begun_before_selection_existed_resumes_without_a_start(tmp_path):

@@ -15,7 +15,7 @@ tracklets are held out.
 """
 import numpy as np
 
-__all__ = ["holdout_mask", "drop_held_out", "MIN_HELD_OUT"]
+__all__ = ["holdout_mask", "drop_held_out", "scored_units", "MIN_HELD_OUT"]
 
 # A signal read on a few dozen images moves in steps of a few percent: at least this many are
 # held out where a quarter of the set allows it (on the 200-image PRID, 50 instead of 20).
@@ -70,3 +70,17 @@ def drop_held_out(labels: np.ndarray, weights, held_out: np.ndarray):
     remap[kept] = np.arange(len(kept))
     out[out >= 0] = remap[out[out >= 0]]
     return out, (None if weights is None else np.asarray(weights)[kept])
+
+
+def scored_units(rows: np.ndarray, groups=None) -> np.ndarray:
+    """The independent unit of each scored image: its tracklet, or the image itself.
+
+    Args:
+        rows: (R,) int indices of the scored images. groups: (N,) int tracklet ids (-1: in
+            none) or None.
+    Returns:
+        (R,) int64: a tracklet id (>= 0), or -1 - row for an image in no tracklet.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    g = np.full(len(rows), -1, np.int64) if groups is None else np.asarray(groups, dtype=np.int64)[rows]
+    return np.where(g >= 0, g, -1 - rows)

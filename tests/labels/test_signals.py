@@ -1,7 +1,9 @@
 """Label-free quality signals (labels/signals.py) on small synthetic feature sets (numpy, seconds)."""
 import numpy as np
 
-from calr_plugin.labels.signals import SIGNALS, cross_camera_mutual, cross_camera_nearest
+import pytest
+
+from calr_plugin.labels.signals import SIGNALS, cross_camera_mutual, cross_camera_nearest, mean_of, paired_gain
 
 
 def pairs(num_people=40, dim=32, noise=0.0, num_cams=2, seed=0):
@@ -55,7 +57,7 @@ def test_held_out_images_are_scored_against_each_other_not_against_trained_ones(
     fitted[trained_c1] = feats[(ids[trained_c1] % 20)] + 0.01 * np.random.default_rng(0).standard_normal((40, 32))
     assert cross_camera_mutual(fitted, cams, rows) <= 0.5  # neighbours' nearest searched among all
     assert cross_camera_mutual(fitted, cams, rows, back_among_rows=True) == 1.0
-    assert SIGNALS["cross_camera_mutual"](fitted, cams, rows) == 1.0  # what the selection reads
+    assert mean_of(SIGNALS["cross_camera_mutual"](fitted, cams, rows)) == 1.0  # what the selection reads
 
 
 def test_with_tracklets_a_neighbour_coming_back_to_any_frame_of_the_tracklet_is_a_hit():
@@ -71,6 +73,27 @@ def test_with_tracklets_a_neighbour_coming_back_to_any_frame_of_the_tracklet_is_
     by_image = cross_camera_mutual(feats, cams, rows, back_among_rows=True)
     by_tracklet = cross_camera_mutual(feats, cams, rows, back_among_rows=True, groups=groups)
     assert by_image < 0.5 and by_tracklet == 1.0
-    assert SIGNALS["cross_camera_mutual"](feats, cams, rows, groups=groups) == 1.0
+    assert mean_of(SIGNALS["cross_camera_mutual"](feats, cams, rows, groups=groups)) == 1.0
     # Images in no tracklet (-1) count by themselves only.
     assert cross_camera_mutual(feats, cams, rows, back_among_rows=True, groups=-np.ones(300, np.int64)) == by_image
+
+
+def test_the_paired_gain_is_the_mean_change_and_its_noise_grows_when_images_move_together():
+    rng = np.random.default_rng(0)
+    before = (rng.random(60) < 0.5).astype(float)
+    after = np.where(rng.random(60) < 0.3, 1.0 - before, before)  # 30 % of the images flip
+    d = after - before
+    # Every image its own unit: the textbook paired standard error, sd / sqrt(n).
+    gain, se = paired_gain(before, after, np.arange(60))
+    assert gain == pytest.approx(d.mean()) and se == pytest.approx(d.std(ddof=1) / np.sqrt(60))
+    # The same changes made by 6 tracklets of 10 images that flip together: 6 observations,
+    # not 60, so a wider error (sqrt(10) wider, up to the small-sample factor).
+    per_tracklet = np.repeat(d[:6], 10)
+    gain6, se6 = paired_gain(np.zeros(60), per_tracklet, np.repeat(np.arange(6), 10))
+    assert gain6 == pytest.approx(d[:6].mean())
+    assert se6 == pytest.approx(d[:6].std(ddof=1) / np.sqrt(6))
+    # An image scored in only one of the two models is left out; one unit tells nothing.
+    b = np.array([0.0, np.nan, 1.0, 0.0])
+    assert paired_gain(b, np.array([1.0, 1.0, np.nan, 1.0]), np.arange(4)) == (1.0, 0.0)
+    assert paired_gain(np.zeros(5), np.ones(5), np.zeros(5))[1] == np.inf
+    assert np.isnan(paired_gain(np.full(3, np.nan), np.ones(3), np.arange(3))[0])
