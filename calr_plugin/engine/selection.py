@@ -55,7 +55,6 @@ class Selector:
         self.rows = np.flatnonzero(held_out) if held_out is not None and held_out.any() else None
         # The unit of the gain's noise: a scored image's tracklet; an image in none is its own.
         self.units = scored_units(np.arange(len(cams)) if self.rows is None else self.rows, groups)
-        self.tracklets = groups is not None
         self.dir = cfg.OUTPUT_DIR
         self.record = None
 
@@ -123,7 +122,7 @@ class Selector:
 
     def _units(self):
         held = "held-out " if self.rows is not None else ""
-        return f"{len(np.unique(self.units))} {held}{'tracklets' if self.tracklets else 'images'}"
+        return f"{len(np.unique(self.units))} {held}{'tracklets' if self.groups is not None else 'images'}"
 
     def summary(self):
         """One line for the end of training: what model_selected.pth holds and why."""
