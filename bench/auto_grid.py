@@ -6,7 +6,7 @@
 
 Synthetic cells (``C<C>_m<m>_<all|some>``): C cameras in {2, 3, 6, 8}, m images per person
 and camera in {1, 2, 5, 20}, each of 30 people seen by every camera ("all") or by a random
-2..C of them ("some"), rendered by ``data.synthetic.render_image`` (the demo set's renderer,
+2..C of them ("some"), rendered by ``data.synthetic_render.render_image`` (the demo set's renderer,
 its seed 0) into ``--cache/<cell>/`` as JPEGs. Real sets: the training splits of
 ``../shared/data/`` (cameras from the Market names). Features: the untrained offline
 ImageNet MobileNetV2 at 128x64 (``configs/CALR/cuhk01_mobilenetv2.yml``, torch engine),
@@ -47,7 +47,8 @@ def _parse_cell(name):
 
 def render_cell(name, out_dir, seed=0):
     """Write the cell's JPEGs (Market names) into out_dir; returns their (path, pid, cam) rows."""
-    from calr_plugin.data.synthetic import SyntheticSpec, file_name, render_image
+    from calr_plugin.data.synthetic import file_name
+    from calr_plugin.data.synthetic_render import SyntheticSpec, render_image
 
     c, m, cov = _parse_cell(name)
     spec = SyntheticSpec(num_train_ids=PEOPLE, num_test_ids=1, num_cameras=max(CAMERAS), seed=0)

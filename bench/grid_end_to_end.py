@@ -38,7 +38,8 @@ TEST_PEOPLE, TEST_M, FIRST_TEST_ID = 20, 10, 101
 
 def make_set(out, cell):
     """``out/market`` (Market layout) and ``out/folders`` (camera folders); returns the latter."""
-    from calr_plugin.data.synthetic import SyntheticSpec, file_name, render_image
+    from calr_plugin.data.synthetic import file_name
+    from calr_plugin.data.synthetic_render import SyntheticSpec, render_image
 
     folders = os.path.join(out, "folders")
     if os.path.isdir(folders):

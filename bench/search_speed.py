@@ -27,7 +27,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     import faiss
 
-    from calr_plugin.deploy.search import GalleryIndex
+    from calr_plugin.deploy.gallery_index import GalleryIndex
 
     rng = np.random.default_rng(0)
     feats = rng.standard_normal((args.gallery, args.dim)).astype(np.float32)

@@ -18,7 +18,7 @@ from PIL import Image, ImageDraw
 def _load_synthetic():
     # Load the module by path: it needs only numpy and PIL, and this way the preview
     # works without importing the calr_plugin package (which pulls in FastReID).
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "calr_plugin", "data", "synthetic.py")
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "calr_plugin", "data", "synthetic_render.py")
     spec = importlib.util.spec_from_file_location("calr_synthetic_preview", path)
     mod = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = mod  # dataclasses needs the module registered

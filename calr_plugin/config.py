@@ -26,7 +26,7 @@ from .labels.signals import SIGNALS
 AUTO_KEYS = ("CALR.CLUSTER.K", "CALR.CLUSTER.MIN_SIM", "CALR.CLUSTER.MIN_SIZE", "CALR.STAGE1.CLUSTER_RATIO",
              "CALR.STAGE1.NUM_INSTANCE", "DATALOADER.NUM_INSTANCE", "DATASETS.NUM_CAMERAS")
 
-# CALR.EXTRACT.ENGINE's values (engine/features.py runs them).
+# CALR.EXTRACT.ENGINE's values (engine/extract_engines.py runs them).
 ENGINES = ("auto", "torch", "onnxruntime")
 
 # Checks of keys whose valid values only torch-side code knows (is there CUDA for MODEL.DEVICE,

@@ -1,4 +1,4 @@
-"""Label-step feature extraction (calr_plugin/engine/features.py): every engine gives FastReID's
+"""Label-step feature extraction (calr_plugin/engine/features.py, extract_engines.py): every engine gives FastReID's
 features, leaves the training model as it was, and the selection falls back cleanly."""
 import os
 import sys
@@ -59,26 +59,26 @@ def test_engines_equal_fastreid_and_leave_the_model_alone(tmp_path, engine):
 
 @needs_ort
 def test_auto_is_onnxruntime_on_cpu_when_installed():
-    from calr_plugin.engine import features
+    from calr_plugin.engine import extract_engines
 
-    assert features.resolve_engine("auto", torch.device("cpu")) == "onnxruntime"
+    assert extract_engines.resolve_engine("auto", torch.device("cpu")) == "onnxruntime"
 
 
 def test_engine_selection(monkeypatch):
-    from calr_plugin.engine import features
+    from calr_plugin.engine import extract_engines
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    monkeypatch.setattr(features, "_has_onnxruntime", lambda: True)  # what follows holds either way
-    assert features.resolve_engine("auto", cuda) == "torch"
-    assert features.resolve_engine("torch", cpu) == "torch"
+    monkeypatch.setattr(extract_engines, "_has_onnxruntime", lambda: True)  # what follows holds either way
+    assert extract_engines.resolve_engine("auto", cuda) == "torch"
+    assert extract_engines.resolve_engine("torch", cpu) == "torch"
     with pytest.raises(CalrError, match="runs on CPU"):
-        features.resolve_engine("onnxruntime", cuda)
+        extract_engines.resolve_engine("onnxruntime", cuda)
     with pytest.raises(CalrError, match="must be one of"):
-        features.resolve_engine("tensorrt", cpu)
-    monkeypatch.setattr(features, "_has_onnxruntime", lambda: False)
-    assert features.resolve_engine("auto", cpu) == "torch"
+        extract_engines.resolve_engine("tensorrt", cpu)
+    monkeypatch.setattr(extract_engines, "_has_onnxruntime", lambda: False)
+    assert extract_engines.resolve_engine("auto", cpu) == "torch"
     with pytest.raises(CalrError, match="not installed"):
-        features.resolve_engine("onnxruntime", cpu)
+        extract_engines.resolve_engine("onnxruntime", cpu)
 
 
 @needs_ort

@@ -120,7 +120,7 @@ def test_large_galleries_use_hnsw_candidates_with_the_exact_top_k(tmp_path):
     gallery of well-separated people it returns the exact search's matches, camera filter included."""
     import numpy as np
 
-    from calr_plugin.deploy.search import GalleryIndex
+    from calr_plugin.deploy.gallery_index import GalleryIndex
 
     rng = np.random.default_rng(0)
     people = rng.standard_normal((300, 64)).astype(np.float32)
@@ -243,7 +243,7 @@ def test_a_gallery_with_only_the_querys_camera_gives_a_clear_message(setup, tmp_
 def test_onnx_builds_one_session_per_run(setup, tmp_path, capsys, monkeypatch):
     """Gallery chunks, their batches and the queries all go through one ONNX Runtime session."""
     ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e .[deploy])")
-    import calr_plugin.deploy.search
+    import calr_plugin.deploy.gallery_index
     from calr_plugin.engine.checkpoint import load_inference_model
     from calr_plugin.deploy.export import export_onnx
 
@@ -259,7 +259,7 @@ def test_onnx_builds_one_session_per_run(setup, tmp_path, capsys, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(ort, "InferenceSession", counted)
-    monkeypatch.setattr(calr_plugin.deploy.search, "INDEX_CHUNK", 10)  # 3 gallery chunks
+    monkeypatch.setattr(calr_plugin.deploy.gallery_index, "INDEX_CHUNK", 10)  # 3 gallery chunks
     code, out, err = search_here(capsys, "--gallery", folder, "--evaluate", "--onnx", onnx, "--out",
                                  str(tmp_path / "o"), *opts, "TEST.IMS_PER_BATCH", "4")
     assert code == 0, err[-3000:]
@@ -287,7 +287,7 @@ class _FakeEmbedder:
 
 
 def test_a_killed_indexing_keeps_the_chunks_it_saved(tmp_path):
-    from calr_plugin.deploy.search import INDEX_FILE, GalleryIndex
+    from calr_plugin.deploy.gallery_index import INDEX_FILE, GalleryIndex
 
     images = tmp_path / "g"
     images.mkdir()
@@ -316,7 +316,7 @@ def test_a_killed_indexing_keeps_the_chunks_it_saved(tmp_path):
 def test_hnsw_asks_for_enough_candidates_when_the_own_camera_dominates(tmp_path):
     """90 % of the gallery in the query's own camera: the top-k of the other cameras come from
     the HNSW candidates (no query falls back to exact search) and equal exact search's."""
-    from calr_plugin.deploy.search import GalleryIndex
+    from calr_plugin.deploy.gallery_index import GalleryIndex
 
     rng = np.random.default_rng(0)
     people = rng.standard_normal((100, 64)).astype(np.float32)

@@ -110,7 +110,8 @@ def main(argv=None):
 
     args = parse_args(p, argv)  # flags before or after the KEY VALUE overrides
     try:
-        from calr_plugin.deploy.search import GalleryIndex, _item, evaluate, gallery_items
+        from calr_plugin.deploy.gallery_index import GalleryIndex
+        from calr_plugin.deploy.search import _item, evaluate, gallery_items
 
         if not args.query and not args.evaluate:
             raise CalrError("nothing to search for: give --query IMAGE [...] or --evaluate")

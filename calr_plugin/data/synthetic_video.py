@@ -3,10 +3,10 @@
 Shape shorthand: T frames, H x W frame size, P people.
 
 What a tracker is scored on needs true identities per box over time; this module draws them.
-The people are the synthetic set's identities (``synthetic._identity``: same clothes, body
+The people are the synthetic set's identities (``synthetic_render._identity``: same clothes, body
 and accessories for a person id and identity seed), drawn in side view with a walking pose
 that changes every frame, on camera ``camera``'s background and under its colour cast and
-exposure (``synthetic._camera``), so a model trained on the synthetic set sees its domain.
+exposure (``synthetic_render._camera``), so a model trained on the synthetic set sees its domain.
 
 Each person enters from the left or right edge at a random frame and walks at its own speed
 on its own lane (feet height; nearer lanes are drawn larger and in front); every frame it
@@ -38,7 +38,7 @@ from typing import Iterator, Tuple
 import numpy as np
 from PIL import Image
 
-from . import synthetic as syn
+from . import synthetic_render as render
 
 __all__ = ["VideoSpec", "background", "frames", "write_sequence", "camera_network", "write_network"]
 
@@ -79,7 +79,7 @@ class VideoSpec:
 
 def _people(spec):
     """Per person: (pid, x centre px (T,) NaN when not in the scene, step px/frame (T,), feet y px, height px)."""
-    r = syn._rng(spec.seed, 11)
+    r = render._rng(spec.seed, 11)
     T = spec.num_frames
     out = []
     for pid in spec.people:
@@ -111,13 +111,13 @@ def _people(spec):
 
 
 def _camera_look(spec):
-    cam = syn._camera(spec.identity_seed, spec.camera - 1, spec.camera_strength)
-    M = (syn._hue_matrix(cam["hue_angle"], cam["saturation"]) * cam["gains"][:, None]).T.astype(np.float32)
+    cam = render._camera(spec.identity_seed, spec.camera - 1, spec.camera_strength)
+    M = (render._hue_matrix(cam["hue_angle"], cam["saturation"]) * cam["gains"][:, None]).T.astype(np.float32)
     return cam, M
 
 
 def _photometric(frame, cam, M):
-    """The camera's colour cast and exposure on a whole frame (synthetic._render's, without noise)."""
+    """The camera's colour cast and exposure on a whole frame (synthetic_render._render's, without noise)."""
     x = np.asarray(frame, dtype=np.float32) / 255.0
     x = np.clip(x @ M, 0.0, 1.0) ** cam["gamma"]
     x = ((x - 0.5) * cam["contrast"] + 0.5 + cam["offset"] / 255.0) * 255.0
@@ -127,19 +127,19 @@ def _photometric(frame, cam, M):
 def background(spec: VideoSpec) -> np.ndarray:
     """The empty scene as the camera sees it: BGR uint8 (H, W, 3)."""
     cam, M = _camera_look(spec)
-    return np.ascontiguousarray(_photometric(syn._background(cam, spec.width, spec.height), cam, M)[:, :, ::-1])
+    return np.ascontiguousarray(_photometric(render._background(cam, spec.width, spec.height), cam, M)[:, :, ::-1])
 
 
 def frames(spec: VideoSpec) -> Iterator[Tuple[int, np.ndarray, np.ndarray, np.ndarray]]:
     """Yield (frame number 1..T, BGR uint8 (H, W, 3) image, gt (k, 6), dets (k', 5)) per frame."""
     spec.validate()
     cam, M = _camera_look(spec)
-    background = syn._background(cam, spec.width, spec.height)
+    background = render._background(cam, spec.width, spec.height)
     people = _people(spec)
-    idents = {p[0]: syn._identity(spec.identity_seed, p[0]) for p in people}
+    idents = {p[0]: render._identity(spec.identity_seed, p[0]) for p in people}
     walked = {p[0]: np.cumsum(np.abs(p[2])) for p in people}  # distance walked: the gait phase
     facing = {p[0]: 1.0 for p in people}
-    r = syn._rng(spec.seed, 12)
+    r = render._rng(spec.seed, 12)
     for t in range(spec.num_frames):
         canvas = background.copy()
         owner = np.zeros((spec.height, spec.width), np.int32)  # who is drawn on top, per pixel
@@ -154,7 +154,7 @@ def frames(spec: VideoSpec) -> Iterator[Tuple[int, np.ndarray, np.ndarray, np.nd
             pose = dict(stride=0.09 * abs(math.sin(phase)) + 0.01, swing=0.45 * math.sin(phase), direction=facing[pid])
             H = int(round(h / 0.86))
             W = int(round(H * 0.5))
-            layer = syn._draw_person(idents[pid], "side", pose, W, H)
+            layer = render._draw_person(idents[pid], "side", pose, W, H)
             x0, y0 = int(round(cx - W / 2)), int(round(feet - 0.955 * H))
             ys, xs = slice(max(0, y0), min(spec.height, y0 + H)), slice(max(0, x0), min(spec.width, x0 + W))
             if ys.stop <= ys.start or xs.stop <= xs.start:
@@ -223,7 +223,7 @@ def camera_network(num_cameras=3, num_people=12, cameras_per_person=(1, 3), seed
         that no person's draw reached gets the first person, so that no video is empty.
     """
     first = video.pop("first_pid", VideoSpec.first_pid)
-    r = syn._rng(seed, 13)
+    r = render._rng(seed, 13)
     seen = {c: [] for c in range(1, num_cameras + 1)}
     for pid in range(first, first + num_people):
         hi = min(cameras_per_person[1], num_cameras)

@@ -2,5 +2,6 @@
 
 ``trainer`` (CALRTrainer, setup_run), ``stage1`` (one encoder per camera), ``hooks`` (the
 per-epoch label step, resume checkpoints), ``checkpoint`` (MODEL.WEIGHTS into a model whose
-head may differ) and ``features`` (the one extraction path: training, auto settings, tools).
+head may differ), ``features`` (the one extraction path: training, auto settings, tools) and
+``extract_engines`` (how it runs the eval graph: CALR.EXTRACT.ENGINE, torch or ONNX Runtime).
 """

@@ -28,7 +28,7 @@ from ..modeling import build as modeling_build
 from ..utils.atomic import atomic_write_text
 from ..utils.dist import broadcast_buffers, broadcast_from_main
 from .checkpoint import check_head_matches
-from .features import engine_record
+from .extract_engines import engine_record
 from .hooks import Stage1LabelHook, Stage2LabelHook
 from .run_hooks import ProgressBar, ResumeCheckpointer
 from .stage1 import load_local_labels, run_stage1

@@ -25,7 +25,7 @@ KNN_METHODS = ("exact", "hnsw", "ivf")
 HNSW_M = 32
 HNSW_EF_CONSTRUCTION = 24
 HNSW_EF_SEARCH = 24
-# HNSW of a gallery search past deploy.search.APPROXIMATE_ABOVE images: built once and searched
+# HNSW of a gallery search past deploy.gallery_index.APPROXIMATE_ABOVE images: built once and searched
 # many times, its candidates re-ranked exactly, so a wider beam both ways (degree HNSW_M);
 # the search beam is at least GALLERY_HNSW_EF_SEARCH, and at least the candidates asked for.
 GALLERY_HNSW_EF_CONSTRUCTION = 80
