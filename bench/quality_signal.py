@@ -30,10 +30,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from calr_plugin.labels.knn import camera_centre, knn_search, l2_normalize  # noqa: E402
-from calr_plugin.engine.selection import MARGIN_Z  # noqa: E402
 from calr_plugin.labels.holdout import scored_units  # noqa: E402
-from calr_plugin.labels.signals import (SIGNALS, cross_camera_mutual, cross_camera_neighbour_share, mean_of,  # noqa: E402
-                                        paired_gain)
+from calr_plugin.labels.signals import (MARGIN_Z, SIGNALS, cross_camera_mutual,  # noqa: E402
+                                        cross_camera_neighbour_share, mean_of, paired_gain, replaces_kept)
 
 
 def iters_per_epoch(run):
@@ -145,7 +144,7 @@ def select_paired(epochs, values, units):
     chosen, best = epochs[0], mean_of(values[epochs[0]])
     for e in epochs[1:]:
         gain, se = paired_gain(values[epochs[0]], values[e], units)
-        if gain > MARGIN_Z * se and mean_of(values[e]) > best:
+        if replaces_kept(gain, se, mean_of(values[e]), best):
             chosen, best = e, mean_of(values[e])
     return chosen
 

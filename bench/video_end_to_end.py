@@ -104,8 +104,6 @@ def wide_test(args, train_folder):
         for src in sources:
             for name in os.listdir(os.path.join(src, split)):
                 shutil.copy(os.path.join(src, split, name), os.path.join(dest, split, name))
-    if not os.path.lexists(os.path.join(dest, "train")):  # a folder dataset is read with its train split
-        os.symlink(os.path.join(train_folder, "train"), os.path.join(dest, "train"))
     open(os.path.join(dest, "complete"), "w").close()
     return dest
 

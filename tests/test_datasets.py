@@ -60,6 +60,24 @@ def test_missing_split_and_missing_folder(tmp_path):
         ReIDFolder(root=str(tmp_path), folder="nope")
 
 
+def test_a_test_split_alone_is_evaluated_and_refused_for_training(tmp_path):
+    from calr_plugin import load_config
+    from calr_plugin.data.build import has_test_split, train_items
+
+    folder = make_folder(tmp_path, {"query": ["0002_c1_a.jpg"], "bounding_box_test": ["0002_c2_b.jpg", "0003_c1_c.jpg"]})
+    os.rmdir(tmp_path / "bounding_box_train")
+    data = ReIDFolder(root=str(tmp_path), folder=folder)
+    assert data.train == [] and data.has_test_split and not data.has_train_split
+    assert [(pid, c) for _, pid, c in data.query] == [(2, 0)]
+    assert [(pid, c) for _, pid, c in data.gallery] == [(2, 1), (3, 0)]
+    cfg = load_config("", TINY_OPTS + ["DATASETS.NAMES", '("ReIDFolder",)', "DATASETS.TESTS", '("ReIDFolder",)',
+                                       "DATASETS.FOLDER", folder, "MODEL.DEVICE", "cpu"])
+    assert has_test_split(cfg, "ReIDFolder")[0]
+    load_dataset(cfg, "ReIDFolder")  # what evaluation loads: no error for the missing training split
+    with pytest.raises(DataError, match=r"holds only a labeled test split .*training needs train/<camera>/"):
+        train_items(cfg)
+
+
 def test_empty_split_is_an_error(tmp_path):
     folder = make_folder(tmp_path, {"bounding_box_train": ["0001_c1s1_000001_00.jpg"], "query": ["0002_c1_a.jpg"]})
     with pytest.raises(DataError, match="bounding_box_test: no images"):

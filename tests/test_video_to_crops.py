@@ -4,6 +4,7 @@ import csv
 import glob
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -279,10 +280,13 @@ def test_a_test_split_from_video_leaves_the_querys_own_tracklet_out_of_its_galle
     cmc_a, ap_a, _ = evaluate_rank(near, qp, gp, qc, gc, max_rank=5, use_cython=False)
     cmc_b, ap_b, _ = evaluate_rank(far, qp, gp, qc, gc, max_rank=5, use_cython=False)
     assert np.allclose(ap_a, ap_b) and np.allclose(cmc_a, cmc_b)
-    # FastReID's evaluation reads the split next to the training camera folders.
+    # FastReID's evaluation reads the split alone: a folder with only query/ and bounding_box_test/.
+    alone = tmp_path / "split_alone"
+    for split in ("query", "bounding_box_test"):
+        shutil.copytree(crops / split, alone / split)
     ev = subprocess.run([sys.executable, os.path.join(REPO, "tools", "train_net.py"), "--config-file",
                          os.path.join(REPO, "configs", "CALR", "cuhk01_mobilenetv2.yml"), "--eval-only",
-                         "DATASETS.FOLDER", str(crops), "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "eval"),
+                         "DATASETS.FOLDER", str(alone), "MODEL.DEVICE", "cpu", "OUTPUT_DIR", str(tmp_path / "eval"),
                              "MODEL.BACKBONE.PRETRAIN", "False"],  # CI has no converted weights; the split is what is read
                         capture_output=True, text=True, timeout=600)
     assert ev.returncode == 0, ev.stderr[-2000:]

@@ -47,7 +47,9 @@ def load_dataset(cfg, name):
             raise
         raise DataError(f"dataset {name}: {e}; put it under $FASTREID_DATASETS (now {dataset_root()!r}) "
                         f"in FastReID's layout") from None
-    splits = ("train", "query", "gallery") if getattr(data, "has_test_split", True) else ("train",)
+    has_test = getattr(data, "has_test_split", True)
+    present = {"train": getattr(data, "has_train_split", True), "query": has_test, "gallery": has_test}
+    splits = [split for split, there in present.items() if there]
     for split in splits:
         items = check_items(getattr(data, split), cfg.DATASETS.IMAGE_CHECK, f"{name} {split}")
         if not items:
@@ -85,6 +87,9 @@ def train_items(cfg):
     items = []
     for name in cfg.DATASETS.NAMES:
         data = load_dataset(cfg, name)
+        if not getattr(data, "has_train_split", True):
+            raise DataError(f"dataset {name} ({data.data_dir}) holds only a labeled test split (query/, "
+                            f"bounding_box_test/): training needs train/<camera>/ folders or bounding_box_train/")
         if comm.is_main_process():
             data.show_train()
         items.extend(data.train)

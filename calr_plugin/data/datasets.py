@@ -106,6 +106,8 @@ class ReIDFolder(ImageDataset):
 
     * Market-1501: ``bounding_box_train/``, ``query/``, ``bounding_box_test/``, file names
       ``<pid>_c<cam>...`` (pid -1 = junk, dropped); any number of cameras.
+    * A labeled test split alone: ``query/`` and ``bounding_box_test/`` (Market names), for
+      ``--eval-only`` and ``DATASETS.TESTS``; it cannot be trained on.
     * Unlabeled cameras: ``train/<camera>/**/*.jpg``, the camera being the sub-folder
       (any name); no person id is needed or read (train pids are None). An optional
       labeled test split, ``query/`` and ``bounding_box_test/`` with Market names, is
@@ -125,9 +127,19 @@ class ReIDFolder(ImageDataset):
         if os.path.isdir(train_dir) and os.path.isdir(market_train):
             raise DataError(f"{self.data_dir}: holds both train/ (camera folders) and bounding_box_train/ "
                             f"(Market names); keep one layout")
-        self.layout = "cameras" if os.path.isdir(train_dir) else "market"
+        tests_only = not os.path.isdir(market_train) and all(
+            os.path.isdir(os.path.join(self.data_dir, s)) for s in SPLITS[1:])
+        self.layout = "cameras" if os.path.isdir(train_dir) else "test" if tests_only else "market"
         kwargs.pop("synthetic", None)
-        if self.layout == "market":
+        if self.layout == "test":
+            # A labeled test split alone (query/, bounding_box_test/), for --eval-only and as
+            # DATASETS.TESTS: FastReID reads `train` when it builds any dataset, so it is empty
+            # here and `data.build.train_items` refuses it as a training set.
+            self._files = {split: self._list(split) for split in SPLITS[1:]}
+            cams = sorted({parse_name(p)[1] for files in self._files.values() for p in files})
+            self.cam_index = {c: i for i, c in enumerate(cams)}
+            train = list
+        elif self.layout == "market":
             for split in SPLITS:
                 if not os.path.isdir(os.path.join(self.data_dir, split)):
                     raise DataError(f"{self.data_dir}: split folder {split}/ is missing; expected "
@@ -152,6 +164,10 @@ class ReIDFolder(ImageDataset):
     @property
     def has_test_split(self):
         return "query" in self._files
+
+    @property
+    def has_train_split(self):
+        return self.layout != "test"
 
     def _list(self, split):
         d = os.path.join(self.data_dir, split)

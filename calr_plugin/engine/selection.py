@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..labels.holdout import scored_units
-from ..labels.signals import SIGNALS, mean_of, paired_gain
+from ..labels.signals import MARGIN_Z, SIGNALS, mean_of, paired_gain, replaces_kept
 from ..utils.atomic import atomic_torch_save, atomic_write_text
 from ..utils.dist import unwrap
 
@@ -31,8 +31,6 @@ logger = logging.getLogger("fastreid." + __name__)
 
 SELECTED = "model_selected.pth"
 RECORD = "selection.json"
-# A gain must exceed this many of its standard errors: a round value, not tuned on mAP.
-MARGIN_Z = 2.0
 
 
 class Selector:
@@ -103,8 +101,8 @@ class Selector:
         # A trained epoch replaces the start only when its gain over the start, image by image,
         # is above its noise, and then whatever the best epoch so far is. (No start: a run begun
         # before selection existed, resumed; its best epoch since the resume is kept.)
-        beats = gain > MARGIN_Z * se if start is not None else True
-        if best is None or trained_epochs == 0 or (beats and score > best["score"]):
+        if best is None or trained_epochs == 0 or (replaces_kept(gain, se, score, best["score"]) if start is not None
+                                                   else score > best["score"]):
             rec["selected"] = {"epoch": trained_epochs, "score": score}
             # The checkpoint first, with its own copy of the pick: a kill between the two
             # writes leaves a record that _load corrects from the checkpoint.

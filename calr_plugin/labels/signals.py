@@ -31,7 +31,7 @@ import numpy as np
 from .knn import knn_search, l2_normalize
 
 __all__ = ["cross_camera_neighbour_share", "cross_camera_nearest", "cross_camera_mutual_hits", "cross_camera_mutual",
-           "mean_of", "paired_gain", "SIGNALS"]
+           "mean_of", "paired_gain", "replaces_kept", "MARGIN_Z", "SIGNALS"]
 
 
 def cross_camera_neighbour_share(features: np.ndarray, cams: np.ndarray, k: int = 10, seed: int = 0,
@@ -158,6 +158,22 @@ def paired_gain(before: np.ndarray, after: np.ndarray, units: np.ndarray):
     per_unit = np.bincount(inv, weights=d - gain, minlength=len(ids))
     se = float(np.sqrt(len(ids) / (len(ids) - 1) * np.sum(per_unit ** 2)) / len(d))
     return gain, se
+
+
+# A gain must exceed this many of its standard errors: a round value, not tuned on mAP.
+MARGIN_Z = 2.0
+
+
+def replaces_kept(gain: float, se: float, score: float, kept_score: float) -> bool:
+    """Whether an epoch replaces the kept model (``engine/selection.py``): its paired gain
+    over the start is above MARGIN_Z of its standard errors (``paired_gain``), and its score
+    is above the kept model's.
+
+    Args:
+        gain, se (float): ``paired_gain`` of the epoch against the start. score (float): the
+            epoch's signal (``mean_of``). kept_score (float): the kept model's.
+    """
+    return gain > MARGIN_Z * se and score > kept_score
 
 
 # The signals CALR.SELECT.SIGNAL can name (bench/quality_signal.py scores them and more):
