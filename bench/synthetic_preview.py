@@ -8,22 +8,23 @@ images of the id per camera. Images are rendered in memory with the same code th
 generate() uses, so nothing is written except the PNG.
 """
 import argparse
-import importlib.util
+import importlib
 import os
 import sys
+import types
 
 from PIL import Image, ImageDraw
 
 
 def _load_synthetic():
     # Load the module by path: it needs only numpy and PIL, and this way the preview
-    # works without importing the calr_plugin package (which pulls in FastReID).
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "calr_plugin", "data", "synthetic_render.py")
-    spec = importlib.util.spec_from_file_location("calr_synthetic_preview", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses needs the module registered
-    spec.loader.exec_module(mod)
-    return mod
+    # works without importing the calr_plugin package (which pulls in FastReID). A stand-in
+    # package over calr_plugin/data/ lets synthetic_render import synthetic_looks without
+    # running calr_plugin's (or calr_plugin.data's) __init__.
+    pkg = types.ModuleType("calr_synthetic_preview")
+    pkg.__path__ = [os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "calr_plugin", "data")]
+    sys.modules[pkg.__name__] = pkg
+    return importlib.import_module(pkg.__name__ + ".synthetic_render")
 
 
 def main(argv=None):

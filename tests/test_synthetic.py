@@ -1,4 +1,4 @@
-"""Tests for the embedded synthetic dataset (calr_plugin/data/synthetic.py, synthetic_render.py)."""
+"""Tests for the embedded synthetic dataset (calr_plugin/data/synthetic.py, synthetic_render.py, synthetic_looks.py)."""
 import ast
 import importlib
 import os
@@ -19,13 +19,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA_DIR = os.path.join(REPO, "calr_plugin", "data")
 MODULE_PATH = os.path.join(DATA_DIR, "synthetic.py")
 RENDER_PATH = os.path.join(DATA_DIR, "synthetic_render.py")
+LOOKS_PATH = os.path.join(DATA_DIR, "synthetic_looks.py")
 PATTERN = re.compile(r"([-\d]+)_c(\d+)")  # FastReID's Market-1501 regex
 
 
 def _load():
     # Load by path: the modules must work without torch/fastreid/the calr_plugin package. A
-    # stand-in package over calr_plugin/data/ lets synthetic.py import synthetic_render
-    # without running calr_plugin's (or calr_plugin.data's) __init__.
+    # stand-in package over calr_plugin/data/ lets synthetic.py import synthetic_render and
+    # synthetic_looks without running calr_plugin's (or calr_plugin.data's) __init__.
     pkg = types.ModuleType("calr_synthetic_under_test")
     pkg.__path__ = [DATA_DIR]
     sys.modules[pkg.__name__] = pkg
@@ -92,15 +93,17 @@ def default_set(tmp_path_factory):
 
 
 def test_module_imports_only_numpy_pil_stdlib():
-    for path in (MODULE_PATH, RENDER_PATH):
+    # The only siblings allowed: synthetic.py's renderer and looks, and the renderer's looks.
+    siblings = {(MODULE_PATH, "synthetic_render"), (MODULE_PATH, "synthetic_looks"), (RENDER_PATH, "synthetic_looks")}
+    for path in (MODULE_PATH, RENDER_PATH, LOOKS_PATH):
         tree = ast.parse(open(path).read())
         tops = set()
         for node in ast.walk(tree):
             if isinstance(node, ast.Import):
                 tops.update(a.name.split(".")[0] for a in node.names)
             elif isinstance(node, ast.ImportFrom):
-                if node.level:  # the one sibling allowed: synthetic.py's renderer
-                    assert (path, node.level, node.module) == (MODULE_PATH, 1, "synthetic_render"), "relative import"
+                if node.level:
+                    assert node.level == 1 and (path, node.module) in siblings, ("relative import", path, node.module)
                     continue
                 tops.add(node.module.split(".")[0])
         extra = {t for t in tops if t not in sys.stdlib_module_names} - {"numpy", "PIL"}
@@ -109,6 +112,7 @@ def test_module_imports_only_numpy_pil_stdlib():
     code = _LOAD + textwrap.dedent(
         """
         bad = [k for k in sys.modules if k.split(".")[0] in ("torch", "fastreid", "calr_plugin")]
+        bad += [k for k in ("m.synthetic_render", "m.synthetic_looks") if k not in sys.modules]  # all three ran
         print(bad); sys.exit(1 if bad else 0)
         """)
     r = subprocess.run([sys.executable, "-c", code, DATA_DIR], capture_output=True, text=True)

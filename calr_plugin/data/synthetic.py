@@ -2,10 +2,11 @@
 
 The dataset ships as code, not files. :func:`generate` draws it with PIL into a
 Market-1501-layout folder, and :func:`cache_dir_for` gives the folder a deterministic
-name derived from the spec. The drawing (``SyntheticSpec``, the identities, the camera
-looks, ``render_image``) is in :mod:`calr_plugin.data.synthetic_render`; this module writes
-and caches the set on disk. Both import only numpy, PIL and the standard library, so
-data-preparation tools can use them without torch or FastReID.
+name derived from the spec. The drawing (``SyntheticSpec``, ``render_image``) is in
+:mod:`calr_plugin.data.synthetic_render` and the identities and camera looks it draws are in
+:mod:`calr_plugin.data.synthetic_looks`; this module writes and caches the set on disk. All
+three import only numpy, PIL and the standard library, so data-preparation tools can use them
+without torch or FastReID.
 
 Layout (Market-1501 style)::
 
@@ -22,8 +23,9 @@ num_train_ids+num_test_ids, so they never overlap the train ids. Each test id ha
 gallery images of the same id in the other cameras (FastReID's Market evaluation
 asserts this).
 
-What varies per identity, per camera and per image, and why the camera change is so
-strong, is described in :mod:`calr_plugin.data.synthetic_render`.
+What varies per identity and per camera is described in
+:mod:`calr_plugin.data.synthetic_looks`; what varies per image, and why the camera change is
+so strong, in :mod:`calr_plugin.data.synthetic_render`.
 
 Generation is idempotent and crash-safe. The set is built in a unique temporary
 sibling directory and then renamed into place, and SPEC.json is written last. A
@@ -42,7 +44,8 @@ import shutil
 import uuid
 from typing import Dict, Iterator, List, Tuple
 
-from .synthetic_render import SyntheticSpec, _background, _bg_pad, _camera, _identity, _render
+from .synthetic_looks import _camera, _identity
+from .synthetic_render import SyntheticSpec, _background, _bg_pad, _render
 
 try:  # POSIX only; without it we rely on the atomic rename alone.
     import fcntl

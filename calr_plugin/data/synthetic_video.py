@@ -3,10 +3,10 @@
 Shape shorthand: T frames, H x W frame size, P people.
 
 What a tracker is scored on needs true identities per box over time; this module draws them.
-The people are the synthetic set's identities (``synthetic_render._identity``: same clothes, body
+The people are the synthetic set's identities (``synthetic_looks._identity``: same clothes, body
 and accessories for a person id and identity seed), drawn in side view with a walking pose
 that changes every frame, on camera ``camera``'s background and under its colour cast and
-exposure (``synthetic_render._camera``), so a model trained on the synthetic set sees its domain.
+exposure (``synthetic_looks._camera``), so a model trained on the synthetic set sees its domain.
 
 Each person enters from the left or right edge at a random frame and walks at its own speed
 on its own lane (feet height; nearer lanes are drawn larger and in front); every frame it
@@ -38,6 +38,7 @@ from typing import Iterator, Tuple
 import numpy as np
 from PIL import Image
 
+from . import synthetic_looks as looks
 from . import synthetic_render as render
 
 __all__ = ["VideoSpec", "background", "frames", "write_sequence", "camera_network", "write_network"]
@@ -79,7 +80,7 @@ class VideoSpec:
 
 def _people(spec):
     """Per person: (pid, x centre px (T,) NaN when not in the scene, step px/frame (T,), feet y px, height px)."""
-    r = render._rng(spec.seed, 11)
+    r = looks._rng(spec.seed, 11)
     T = spec.num_frames
     out = []
     for pid in spec.people:
@@ -111,7 +112,7 @@ def _people(spec):
 
 
 def _camera_look(spec):
-    cam = render._camera(spec.identity_seed, spec.camera - 1, spec.camera_strength)
+    cam = looks._camera(spec.identity_seed, spec.camera - 1, spec.camera_strength)
     M = (render._hue_matrix(cam["hue_angle"], cam["saturation"]) * cam["gains"][:, None]).T.astype(np.float32)
     return cam, M
 
@@ -136,10 +137,10 @@ def frames(spec: VideoSpec) -> Iterator[Tuple[int, np.ndarray, np.ndarray, np.nd
     cam, M = _camera_look(spec)
     background = render._background(cam, spec.width, spec.height)
     people = _people(spec)
-    idents = {p[0]: render._identity(spec.identity_seed, p[0]) for p in people}
+    idents = {p[0]: looks._identity(spec.identity_seed, p[0]) for p in people}
     walked = {p[0]: np.cumsum(np.abs(p[2])) for p in people}  # distance walked: the gait phase
     facing = {p[0]: 1.0 for p in people}
-    r = render._rng(spec.seed, 12)
+    r = looks._rng(spec.seed, 12)
     for t in range(spec.num_frames):
         canvas = background.copy()
         owner = np.zeros((spec.height, spec.width), np.int32)  # who is drawn on top, per pixel
@@ -223,7 +224,7 @@ def camera_network(num_cameras=3, num_people=12, cameras_per_person=(1, 3), seed
         that no person's draw reached gets the first person, so that no video is empty.
     """
     first = video.pop("first_pid", VideoSpec.first_pid)
-    r = render._rng(seed, 13)
+    r = looks._rng(seed, 13)
     seen = {c: [] for c in range(1, num_cameras + 1)}
     for pid in range(first, first + num_people):
         hi = min(cameras_per_person[1], num_cameras)
