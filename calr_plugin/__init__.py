@@ -27,7 +27,8 @@ from .modeling import meta_arch  # noqa: E402,F401  (registers the CALR meta-arc
 from .modeling import timm_backbone  # noqa: E402,F401  (registers build_timm_backbone)
 from .modeling import build  # noqa: E402,F401  (adds the CUDA and domain-head checks to load_config)
 from .errors import CalrError, ConfigError, DataError  # noqa: E402
-from .engine.trainer import CALRTrainer, setup_run  # noqa: E402
+from .engine.run_setup import setup_run  # noqa: E402
+from .engine.trainer import CALRTrainer  # noqa: E402
 from .deploy.tracker import CALRReID  # noqa: E402  (a trained model as a tracker's embedder)
 
 __all__ = ["add_calr_config", "load_config", "CALRTrainer", "setup_run", "CalrError", "ConfigError",

@@ -7,7 +7,7 @@ Each engine is a ``forward`` callable, (B, 3, H, W) images -> (B, D) float32 CPU
 builds it once; this module is apart from ``features`` because choosing and building an
 engine (ONNX export, the check against PyTorch, ONNX Runtime sessions) is a concern of its own,
 while ``features`` owns the loader, the sharding and the gathering. ``engine_record`` is what a
-run records of the choice (``setup_run``).
+run records of the choice (``run_setup.setup_run``).
 
 The label step re-extracts every training image each epoch. ``CALR.EXTRACT.ENGINE`` picks
 how the eval graph runs (default ``torch``, docs/RESULTS.md section 1 says why):
