@@ -136,8 +136,6 @@ class ReIDFolder(ImageDataset):
             # DATASETS.TESTS: FastReID reads `train` when it builds any dataset, so it is empty
             # here and `data.build.train_items` refuses it as a training set.
             self._files = {split: self._list(split) for split in SPLITS[1:]}
-            cams = sorted({parse_name(p)[1] for files in self._files.values() for p in files})
-            self.cam_index = {c: i for i, c in enumerate(cams)}
             train = list
         elif self.layout == "market":
             for split in SPLITS:
@@ -145,8 +143,6 @@ class ReIDFolder(ImageDataset):
                     raise DataError(f"{self.data_dir}: split folder {split}/ is missing; expected "
                                     f"{', '.join(s + '/' for s in SPLITS)}, or train/<camera>/ folders")
             self._files = {split: self._list(split) for split in SPLITS}
-            cams = sorted({parse_name(p)[1] for files in self._files.values() for p in files})
-            self.cam_index = {c: i for i, c in enumerate(cams)}
             train = lambda: self._items("bounding_box_train", True)  # noqa: E731
         else:
             self.camera_names = camera_folders(train_dir)
@@ -155,9 +151,10 @@ class ReIDFolder(ImageDataset):
                 raise DataError(f"{self.data_dir}: has {test_splits[0]}/ but not "
                                 f"{({*SPLITS[1:]} - {*test_splits}).pop()}/; a test split needs both")
             self._files = {s: self._list(s) for s in test_splits}
-            cams = sorted({parse_name(p)[1] for files in self._files.values() for p in files})
-            self.cam_index = {c: i for i, c in enumerate(cams)}
             train = self._camera_items
+        # Market camera numbers of every listed split, renumbered 0..C-1 in their order.
+        cams = sorted({parse_name(p)[1] for files in self._files.values() for p in files})
+        self.cam_index = {c: i for i, c in enumerate(cams)}
         super().__init__(train, lambda: self._items("query", False), lambda: self._items("bounding_box_test", False),
                          **kwargs)
 
